@@ -1,0 +1,4 @@
+//! NFS driver for volcore — not built yet.
+//!
+//! This crate deliberately exposes no API until the driver exists, so nothing can be
+//! wired to a storage backend that does not work.

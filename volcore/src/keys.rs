@@ -1,0 +1,228 @@
+//! The key layout under a configurable prefix (default `/volplugin`), DESIGN.md §5.
+//!
+//! Keys are built only from validated names, so no request can address a key outside
+//! its own subtree.
+
+use std::fmt;
+
+use crate::name::{HostName, PolicyName, VolumeRef};
+
+/// The kinds of use lock.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockKind {
+    /// Held while a volume is mounted on a host (and during create/remove/copy/maintenance).
+    Mount,
+    /// Held by create, remove, copy, snapshot and maintenance operations.
+    Op,
+}
+
+impl LockKind {
+    /// The kind's name in keys and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mount => "mount",
+            Self::Op => "op",
+        }
+    }
+
+    /// Parses `mount` or `op`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "mount" => Some(Self::Mount),
+            "op" => Some(Self::Op),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LockKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A key prefix was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("store prefix {prefix:?} is invalid: {why}")]
+pub struct PrefixError {
+    prefix: String,
+    why: &'static str,
+}
+
+/// Builds every key volcore uses.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl Keys {
+    /// volplugin's prefix.
+    pub const DEFAULT_PREFIX: &'static str = "/volplugin";
+
+    /// Keys under `prefix`: it starts with `/`, has no trailing `/`, and its segments are
+    /// plain names (letters, digits, `.`, `_`, `-`; no `.` or `..`).
+    pub fn new(prefix: &str) -> Result<Self, PrefixError> {
+        let err = |why| PrefixError {
+            prefix: prefix.to_owned(),
+            why,
+        };
+        let rest = prefix.strip_prefix('/').ok_or_else(|| err("it must start with '/'"))?;
+        if rest.is_empty() {
+            return Err(err("it must name at least one segment, e.g. /volplugin"));
+        }
+        for seg in rest.split('/') {
+            if seg.is_empty() {
+                return Err(err("it must not contain empty segments or end with '/'"));
+            }
+            if seg == "." || seg == ".." {
+                return Err(err("it must not contain . or .. segments"));
+            }
+            if !seg.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(err("segments may contain only letters, digits, '.', '_' and '-'"));
+            }
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Every key of this installation starts with this (prefix + `/`).
+    pub fn root(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    /// `global`.
+    pub fn global(&self) -> String {
+        format!("{}/global", self.prefix)
+    }
+
+    /// `policies/<policy>`.
+    pub fn policy(&self, p: &PolicyName) -> String {
+        format!("{}/policies/{p}", self.prefix)
+    }
+
+    /// `policies/`.
+    pub fn policies(&self) -> String {
+        format!("{}/policies/", self.prefix)
+    }
+
+    /// `policy-revisions/<policy>/<rev>`; the revision is zero-padded so keys sort by it.
+    pub fn policy_revision(&self, p: &PolicyName, rev: u64) -> String {
+        format!("{}/policy-revisions/{p}/{rev:020}", self.prefix)
+    }
+
+    /// `policy-revisions/<policy>/`.
+    pub fn policy_revisions(&self, p: &PolicyName) -> String {
+        format!("{}/policy-revisions/{p}/", self.prefix)
+    }
+
+    /// `volumes/<policy>/<volume>`.
+    pub fn volume(&self, v: &VolumeRef) -> String {
+        format!("{}/volumes/{}/{}", self.prefix, v.policy, v.volume)
+    }
+
+    /// `volumes/` or `volumes/<policy>/`.
+    pub fn volumes(&self, p: Option<&PolicyName>) -> String {
+        match p {
+            Some(p) => format!("{}/volumes/{p}/", self.prefix),
+            None => format!("{}/volumes/", self.prefix),
+        }
+    }
+
+    /// `runtime/<policy>/<volume>`.
+    pub fn runtime(&self, v: &VolumeRef) -> String {
+        format!("{}/runtime/{}/{}", self.prefix, v.policy, v.volume)
+    }
+
+    /// `runtime/`.
+    pub fn runtimes(&self) -> String {
+        format!("{}/runtime/", self.prefix)
+    }
+
+    /// `locks/<kind>/<policy>/<volume>`.
+    pub fn lock(&self, kind: LockKind, v: &VolumeRef) -> String {
+        format!("{}/locks/{kind}/{}/{}", self.prefix, v.policy, v.volume)
+    }
+
+    /// `locks/` or `locks/<kind>/`.
+    pub fn locks(&self, kind: Option<LockKind>) -> String {
+        match kind {
+            Some(k) => format!("{}/locks/{k}/", self.prefix),
+            None => format!("{}/locks/", self.prefix),
+        }
+    }
+
+    /// Parses a lock key back into its kind and volume.
+    pub fn parse_lock(&self, key: &str) -> Option<(LockKind, VolumeRef)> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix("/locks/")?;
+        let (kind, vref) = rest.split_once('/')?;
+        Some((LockKind::parse(kind)?, VolumeRef::parse(vref).ok()?))
+    }
+
+    /// `mounts/<host>/<policy>/<volume>`.
+    pub fn mount(&self, host: &HostName, v: &VolumeRef) -> String {
+        format!("{}/mounts/{host}/{}/{}", self.prefix, v.policy, v.volume)
+    }
+
+    /// `mounts/<host>/`.
+    pub fn mounts(&self, host: &HostName) -> String {
+        format!("{}/mounts/{host}/", self.prefix)
+    }
+
+    /// `snapshot-signals/<policy>/<volume>`.
+    pub fn snapshot_signal(&self, v: &VolumeRef) -> String {
+        format!("{}/snapshot-signals/{}/{}", self.prefix, v.policy, v.volume)
+    }
+
+    /// `hosts/<host>`.
+    pub fn host(&self, host: &HostName) -> String {
+        format!("{}/hosts/{host}", self.prefix)
+    }
+
+    /// `leader/supervisor`.
+    pub fn supervisor_leader(&self) -> String {
+        format!("{}/leader/supervisor", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let k = Keys::default();
+        let v = VolumeRef::parse("bar/baz").unwrap();
+        assert_eq!(k.lock(LockKind::Mount, &v), "/volplugin/locks/mount/bar/baz");
+        assert_eq!(k.volume(&v), "/volplugin/volumes/bar/baz");
+        assert_eq!(k.runtime(&v), "/volplugin/runtime/bar/baz");
+        assert_eq!(
+            k.policy_revision(&v.policy, 42),
+            "/volplugin/policy-revisions/bar/00000000000000000042"
+        );
+        assert_eq!(k.parse_lock("/volplugin/locks/op/bar/baz"), Some((LockKind::Op, v)));
+        assert_eq!(k.parse_lock("/volplugin/locks/zz/bar/baz"), None);
+    }
+
+    #[test]
+    fn prefixes() {
+        Keys::new("/a/b-c.d").unwrap();
+        for bad in ["", "/", "volplugin", "/a/", "/a//b", "/a/../b", "/a b"] {
+            assert!(Keys::new(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! # volcore
+//!
+//! Policy-driven persistent volumes for containers on a cluster of hosts: the model
+//! (names, sizes, policies, volumes, runtime options, global configuration), the KV store
+//! trait with an in-memory backend, the lease keeper and use locks.
+//!
+//! volcore names no network client and no storage system: etcd and the embedded store
+//! live in `volcore-kv`, storage drivers in their own crates, and the daemons compose them.
+//!
+//! With the `testing` feature, [`testing`] holds the conformance suites every KV store
+//! (and, later, every driver) runs, so an orchestrator can check its own backends the
+//! same way.
+
+#![warn(missing_docs)]
+
+pub mod global;
+pub mod keys;
+pub mod kv;
+pub mod lease;
+pub mod lock;
+pub mod name;
+pub mod policy;
+mod serde_time;
+pub mod size;
+pub mod volume;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use global::GlobalConfig;
+pub use keys::{Keys, LockKind};
+pub use kv::{Entry, KvError, KvStore, KvStoreExt, LeaseId, MemKv, Precondition, PutOpts, Revision, TxnOp, TxnOutcome, WatchEvent, WatchStream};
+pub use lease::{LeaseKeeper, LeaseState};
+pub use lock::{HeldLock, LockError, LockHolder, LockInfo, LockReason, LockRequest, Locker};
+pub use name::{HostName, NameError, PolicyName, SnapshotName, VolumeName, VolumeRef};
+pub use policy::{BackendKind, Backends, Policy, PolicyError, RateLimit, RuntimeOptions};
+pub use size::{Size, ValueError};
+pub use volume::Volume;

@@ -1,0 +1,418 @@
+//! Use locks (DESIGN.md §6).
+//!
+//! A lock is the key `locks/<kind>/<policy>/<volume>`, created only if absent and bound to
+//! the holder's lease, so a dead holder's locks expire with its lease. The value names the
+//! holder ([`LockHolder`]); the key's create revision is the **fencing token**
+//! ([`HeldLock::token`]): writes made on behalf of a lock include [`HeldLock::fence`] in
+//! their transaction, so a holder that lost its lock cannot write.
+//!
+//! Several locks are taken in one transaction (all or none). A caller that is willing to
+//! wait watches the blocking key for deletion — no polling — until its deadline.
+//!
+//! The same holder re-acquires idempotently: same host and same lease (the same daemon),
+//! or same host and same reason (the same daemon after a restart, re-adopting its mounts;
+//! the lock is then re-bound to the new lease, keeping its fencing token).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::keys::{Keys, LockKind};
+use crate::kv::{Entry, KvError, KvStore, LeaseId, Precondition, Revision, TxnOp, WatchEvent};
+use crate::name::{HostName, VolumeRef};
+
+/// Why a lock is held.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum LockReason {
+    /// Creating the volume.
+    Create,
+    /// Mounted by a container.
+    Mount,
+    /// Removing the volume.
+    Remove,
+    /// Taking a snapshot.
+    Snapshot,
+    /// Pruning snapshots.
+    SnapshotPrune,
+    /// Copying a snapshot into a new volume.
+    Copy,
+    /// `volcli use exec`.
+    Maintenance,
+}
+
+impl std::fmt::Display for LockReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Who holds a lock: the value stored at the lock key.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// The volume.
+    pub volume: VolumeRef,
+    /// The lock kind.
+    pub kind: LockKind,
+    /// The holder's host label.
+    pub host: HostName,
+    /// Why.
+    pub reason: LockReason,
+    /// Since when (RFC 3339).
+    #[serde(with = "crate::serde_time")]
+    pub since: SystemTime,
+    /// The lease the lock was taken with.
+    pub lease: String,
+}
+
+/// One lock to take.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct LockRequest {
+    /// The kind.
+    pub kind: LockKind,
+    /// The volume.
+    pub volume: VolumeRef,
+    /// Why.
+    pub reason: LockReason,
+}
+
+impl LockRequest {
+    /// A request.
+    pub fn new(kind: LockKind, volume: VolumeRef, reason: LockReason) -> Self {
+        Self { kind, volume, reason }
+    }
+}
+
+/// A lock this process holds.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct HeldLock {
+    /// The lock key.
+    pub key: String,
+    /// The fencing token: the key's create revision.
+    pub token: Revision,
+    /// The holder record as stored.
+    pub holder: LockHolder,
+}
+
+impl HeldLock {
+    /// A transaction check that passes only while this lock is still held by us.
+    pub fn fence(&self) -> TxnOp {
+        TxnOp::Check {
+            key: self.key.clone(),
+            pre: Precondition::CreateRevision(self.token),
+        }
+    }
+}
+
+/// A lock as listed.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct LockInfo {
+    /// The holder record.
+    #[serde(flatten)]
+    pub holder: LockHolder,
+    /// The fencing token.
+    pub token: Revision,
+}
+
+/// Lock errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// Somebody else holds the lock (after waiting, if the caller waited).
+    #[error("volume {} is locked ({} lock) by host {} for {} since {}; if {} is dead, run: volcli use force-remove {}", .holder.volume, .holder.kind, .holder.host, .holder.reason, humantime::format_rfc3339_seconds(.holder.since), .holder.host, .holder.volume)]
+    Held {
+        /// The current holder.
+        holder: Box<LockHolder>,
+    },
+    /// The lease the caller tried to lock with has ended.
+    #[error("lease {lease} has ended; no lock can be taken or kept with it")]
+    LeaseLost {
+        /// The lease.
+        lease: LeaseId,
+    },
+    /// A lock the caller believed it held belongs to someone else now.
+    #[error("lock {key} is no longer ours: {}", .now.as_ref().map_or_else(|| "it was removed".to_owned(), |h| format!("host {} holds it for {}", h.host, h.reason)))]
+    NotHeld {
+        /// The key.
+        key: String,
+        /// Who holds it now, if anyone.
+        now: Option<Box<LockHolder>>,
+    },
+    /// Two requests in one call name the same lock.
+    #[error("lock {key} is requested twice in one call")]
+    Duplicate {
+        /// The key.
+        key: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+}
+
+/// Takes, releases and lists use locks for one host.
+#[derive(Clone, Debug)]
+pub struct Locker {
+    kv: Arc<dyn KvStore>,
+    keys: Keys,
+    host: HostName,
+}
+
+impl Locker {
+    /// A locker for `host`.
+    pub fn new(kv: Arc<dyn KvStore>, keys: Keys, host: HostName) -> Self {
+        Self { kv, keys, host }
+    }
+
+    /// The host this locker acts for.
+    pub fn host(&self) -> &HostName {
+        &self.host
+    }
+
+    fn decode(&self, e: &Entry) -> Result<LockHolder, KvError> {
+        serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
+            key: e.key.clone(),
+            reason: err.to_string(),
+        })
+    }
+
+    fn is_ours(&self, holder: &LockHolder, lease: &LeaseId, reason: LockReason) -> bool {
+        holder.host == self.host && (holder.lease == lease.as_str() || holder.reason == reason)
+    }
+
+    /// Takes every lock in `reqs` with `lease`, all or none, waiting up to `wait` for
+    /// locks held by others to be released.
+    pub async fn acquire(&self, reqs: &[LockRequest], lease: &LeaseId, wait: Duration) -> Result<Vec<HeldLock>, LockError> {
+        let deadline = Instant::now() + wait;
+        let now = SystemTime::now();
+        let mut items = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            let key = self.keys.lock(r.kind, &r.volume);
+            if items.iter().any(|(k, _): &(String, LockHolder)| *k == key) {
+                return Err(LockError::Duplicate { key });
+            }
+            let holder = LockHolder {
+                volume: r.volume.clone(),
+                kind: r.kind,
+                host: self.host.clone(),
+                reason: r.reason,
+                since: now,
+                lease: lease.as_str().to_owned(),
+            };
+            items.push((key, holder));
+        }
+        // Fast path: one round trip when nobody holds any of them.
+        let ops = items
+            .iter()
+            .map(|(key, h)| put_op(key, h, Precondition::Absent, lease))
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.kv.txn(ops).await {
+            Ok(out) => {
+                debug!(locks = items.len(), host = %self.host, "locks taken");
+                return Ok(items
+                    .into_iter()
+                    .map(|(key, holder)| HeldLock {
+                        key,
+                        token: out.revision,
+                        holder,
+                    })
+                    .collect());
+            }
+            Err(KvError::Conflict { .. }) => {}
+            Err(KvError::LeaseLost { lease }) => return Err(LockError::LeaseLost { lease }),
+            Err(e) => return Err(e.into()),
+        }
+        loop {
+            let current = futures::future::try_join_all(items.iter().map(|(k, _)| self.kv.get(k))).await?;
+            let mut ops = Vec::with_capacity(items.len());
+            let mut blocked: Option<(Entry, LockHolder)> = None;
+            for ((key, want), cur) in items.iter().zip(&current) {
+                match cur {
+                    None => ops.push(put_op(key, want, Precondition::Absent, lease)?),
+                    Some(e) => {
+                        let h = self.decode(e)?;
+                        if self.is_ours(&h, lease, want.reason) {
+                            if e.lease.as_ref() == Some(lease) {
+                                ops.push(TxnOp::Check {
+                                    key: key.clone(),
+                                    pre: Precondition::Revision(e.mod_rev),
+                                });
+                            } else {
+                                // Re-bind our own lock (restart) to the new lease.
+                                let mut rebound = h.clone();
+                                rebound.lease = lease.as_str().to_owned();
+                                ops.push(put_op(key, &rebound, Precondition::Revision(e.mod_rev), lease)?);
+                            }
+                        } else if blocked.is_none() {
+                            blocked = Some((e.clone(), h));
+                        }
+                    }
+                }
+            }
+            let Some((entry, holder)) = blocked else {
+                match self.kv.txn(ops).await {
+                    Ok(_) => return self.read_back(&items).await,
+                    Err(KvError::Conflict { .. }) => continue,
+                    Err(KvError::LeaseLost { lease }) => return Err(LockError::LeaseLost { lease }),
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            if Instant::now() >= deadline {
+                return Err(LockError::Held {
+                    holder: Box::new(holder),
+                });
+            }
+            debug!(key = %entry.key, holder = %holder.host, "waiting for lock");
+            if !self.wait_gone(&entry, deadline).await? {
+                return Err(LockError::Held {
+                    holder: Box::new(holder),
+                });
+            }
+        }
+    }
+
+    /// Takes the locks without waiting.
+    pub async fn try_acquire(&self, reqs: &[LockRequest], lease: &LeaseId) -> Result<Vec<HeldLock>, LockError> {
+        self.acquire(reqs, lease, Duration::ZERO).await
+    }
+
+    async fn read_back(&self, items: &[(String, LockHolder)]) -> Result<Vec<HeldLock>, LockError> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, _) in items {
+            let e = self.kv.get(key).await?.ok_or_else(|| LockError::NotHeld {
+                key: key.clone(),
+                now: None,
+            })?;
+            let holder = self.decode(&e)?;
+            out.push(HeldLock {
+                key: key.clone(),
+                token: e.create_rev,
+                holder,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Waits until `entry`'s key is deleted or changed; false when the deadline passed.
+    async fn wait_gone(&self, entry: &Entry, deadline: Instant) -> Result<bool, LockError> {
+        let mut stream = self.kv.watch(&entry.key, Some(entry.mod_rev)).await?;
+        loop {
+            let next = tokio::time::timeout_at(deadline, stream.next()).await;
+            match next {
+                Err(_) => return Ok(false),
+                Ok(None) => return Ok(true),
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(Some(Ok(ev))) => match ev {
+                    WatchEvent::Put(e) if e.key == entry.key && e.create_rev == entry.create_rev => continue,
+                    WatchEvent::Put(e) if e.key != entry.key => continue,
+                    WatchEvent::Delete { key, .. } if key != entry.key => continue,
+                    // Deleted, re-created, or a gap: look again.
+                    _ => return Ok(true),
+                },
+            }
+        }
+    }
+
+    /// Releases locks in one transaction. A lock that is already gone counts as
+    /// released; one that somebody else holds now is left alone and reported.
+    pub async fn release(&self, held: &[HeldLock]) -> Result<(), LockError> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let ops = held
+            .iter()
+            .map(|h| TxnOp::Delete {
+                key: h.key.clone(),
+                pre: Precondition::CreateRevision(h.token),
+            })
+            .collect();
+        match self.kv.txn(ops).await {
+            Ok(_) => return Ok(()),
+            Err(KvError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut first_err = None;
+        for h in held {
+            match self.kv.delete(&h.key, Precondition::CreateRevision(h.token)).await {
+                Ok(_) => {}
+                Err(KvError::Conflict { current: None, .. }) => {
+                    warn!(key = %h.key, "lock was already gone when released");
+                }
+                Err(KvError::Conflict { .. }) => {
+                    let now = match self.kv.get(&h.key).await? {
+                        Some(e) => Some(Box::new(self.decode(&e)?)),
+                        None => None,
+                    };
+                    first_err.get_or_insert(LockError::NotHeld { key: h.key.clone(), now });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The holder of one lock, if any.
+    pub async fn get(&self, kind: LockKind, volume: &VolumeRef) -> Result<Option<LockInfo>, LockError> {
+        match self.kv.get(&self.keys.lock(kind, volume)).await? {
+            None => Ok(None),
+            Some(e) => Ok(Some(LockInfo {
+                holder: self.decode(&e)?,
+                token: e.create_rev,
+            })),
+        }
+    }
+
+    /// Every lock, or every lock of one kind.
+    pub async fn list(&self, kind: Option<LockKind>) -> Result<Vec<LockInfo>, LockError> {
+        let entries = self.kv.list(&self.keys.locks(kind)).await?;
+        entries
+            .iter()
+            .map(|e| {
+                Ok(LockInfo {
+                    holder: self.decode(e)?,
+                    token: e.create_rev,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes a volume's locks whoever holds them (`volcli use force-remove`); returns
+    /// the holders removed.
+    pub async fn force_remove(&self, volume: &VolumeRef, kinds: &[LockKind]) -> Result<Vec<LockHolder>, LockError> {
+        let mut removed = Vec::new();
+        for kind in kinds {
+            let key = self.keys.lock(*kind, volume);
+            if let Some(e) = self.kv.get(&key).await? {
+                match self.kv.delete(&key, Precondition::Revision(e.mod_rev)).await {
+                    Ok(true) => {
+                        let h = self.decode(&e)?;
+                        info!(key = %key, holder = %h.host, "lock force-removed");
+                        removed.push(h);
+                    }
+                    Ok(false) | Err(KvError::Conflict { .. }) => {
+                        // Released or replaced meanwhile: delete whatever is there now.
+                        self.kv.delete(&key, Precondition::Any).await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn put_op(key: &str, holder: &LockHolder, pre: Precondition, lease: &LeaseId) -> Result<TxnOp, KvError> {
+    let value = serde_json::to_vec(holder).map_err(|e| KvError::Invalid {
+        reason: format!("cannot encode lock holder: {e}"),
+    })?;
+    Ok(TxnOp::Put {
+        key: key.to_owned(),
+        value,
+        pre,
+        lease: Some(lease.clone()),
+    })
+}
+

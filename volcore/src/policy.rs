@@ -1,0 +1,978 @@
+//! Policies: what a volume is made of (create-time fields) and how it behaves while it
+//! lives (runtime fields).
+//!
+//! The JSON form is volplugin's, so existing policy files upload unchanged:
+//!
+//! ```
+//! use volcore::{Policy, PolicyName};
+//! let json = br#"{
+//!   "backend": "ceph",
+//!   "driver": {"pool": "rbd"},
+//!   "create": {"size": "10MB", "filesystem": "ext4"},
+//!   "runtime": {"snapshots": true, "snapshot": {"frequency": "30m", "keep": 20}}
+//! }"#;
+//! let p = Policy::from_json(&PolicyName::new("policy1").unwrap(), json).unwrap();
+//! assert_eq!(p.create.size.bytes(), 10_000_000);
+//! assert_eq!(p.filesystems["ext4"].as_str(), "mkfs.ext4 -m0 %");
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::name::{NameError, PolicyName};
+use crate::size::{Size, ValueError};
+
+/// Why a policy, runtime document, volume option or global configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The document is not valid JSON, or has a field of the wrong type or an unknown field.
+    #[error("{what} is not valid: {source}")]
+    Json {
+        /// What was being parsed ("policy", "runtime options", ...).
+        what: &'static str,
+        /// The parser's error, with line and column.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A name inside the document is invalid.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The policy file names another policy than the one it is uploaded as.
+    #[error("the policy document is named {inner:?} but is uploaded as {outer:?}; remove \"name\" or make them agree")]
+    NameMismatch {
+        /// The name inside the document.
+        inner: String,
+        /// The name it is uploaded as.
+        outer: String,
+    },
+    /// Neither `backend` nor `backends` is set.
+    #[error("the policy names no backend; set \"backend\" to one of {known} or set \"backends\"")]
+    NoBackend {
+        /// The known backends.
+        known: &'static str,
+    },
+    /// A backend name is not known.
+    #[error("unknown backend {value:?} in {field}; known backends: {known}")]
+    UnknownBackend {
+        /// Which field (`backend`, `backends.mount`, ...).
+        field: &'static str,
+        /// The offending value.
+        value: String,
+        /// The known backends.
+        known: &'static str,
+    },
+    /// `backends.mount` is missing or empty.
+    #[error("backends.mount is required: it names the backend that mounts the volume ({known})")]
+    NoMountBackend {
+        /// The known backends.
+        known: &'static str,
+    },
+    /// The crud/snapshot backends do not match the mount backend, or cannot serve that role.
+    #[error("backends.{field} is {value:?} but backends.mount is {mount:?}; {why}")]
+    BackendMismatch {
+        /// `crud` or `snapshot`.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// The mount backend.
+        mount: String,
+        /// Why this combination is refused.
+        why: &'static str,
+    },
+    /// A size string is invalid.
+    #[error("{field}: {source}")]
+    BadValue {
+        /// The field.
+        field: &'static str,
+        /// The parser's error.
+        #[source]
+        source: ValueError,
+    },
+    /// A backend that creates storage was given no size (or less than 1 MB).
+    #[error("create.size is {size} but backend {backend} creates storage and needs at least 1MB; set create.size, e.g. \"10GB\"")]
+    SizeTooSmall {
+        /// The CRUD backend.
+        backend: String,
+        /// The size given.
+        size: String,
+    },
+    /// `create.filesystem` is not a key of `filesystems`.
+    #[error("filesystem {fs:?} is not defined in the policy's filesystems ({known}); add it to \"filesystems\" or choose one of those")]
+    UnknownFilesystem {
+        /// The filesystem asked for.
+        fs: String,
+        /// The defined ones.
+        known: String,
+    },
+    /// A `filesystems` key is not a plain name.
+    #[error("filesystem name {name:?} is invalid: use letters, digits, '_' and '-' only")]
+    BadFilesystemName {
+        /// The offending key.
+        name: String,
+    },
+    /// A mkfs template is empty.
+    #[error("the mkfs command for filesystem {fs:?} is empty; write e.g. \"mkfs.ext4 -m0 %\" (% is the device)")]
+    EmptyTemplate {
+        /// The filesystem.
+        fs: String,
+    },
+    /// A driver parameter is missing or invalid.
+    #[error("driver.{key}: {problem}")]
+    DriverParam {
+        /// The parameter.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Runtime options are inconsistent.
+    #[error("runtime: {0}")]
+    Runtime(String),
+    /// A create option key is not known.
+    #[error("unknown option {key:?}; accepted options: {accepted}")]
+    UnknownOption {
+        /// The offending key.
+        key: String,
+        /// The accepted keys.
+        accepted: String,
+    },
+    /// A create option value does not parse.
+    #[error("option {key}={value:?}: {expected}")]
+    BadOption {
+        /// The key.
+        key: String,
+        /// The offending value.
+        value: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// A global configuration field is invalid.
+    #[error("global configuration: {0}")]
+    Global(String),
+}
+
+/// The storage backends volcore knows.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum BackendKind {
+    /// Ceph RBD images.
+    Ceph,
+    /// NFS exports (mount only: volumes are made outside volcore).
+    Nfs,
+    /// Loop-file volumes on one host.
+    Local,
+    /// No storage work at all (control-plane tests and benchmarks; daemons accept it only
+    /// when started with `--allow-null-backend`).
+    Null,
+}
+
+const KNOWN_BACKENDS: &str = "ceph, nfs, local, null";
+
+impl BackendKind {
+    /// The backend's name as written in policies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ceph => "ceph",
+            Self::Nfs => "nfs",
+            Self::Local => "local",
+            Self::Null => "null",
+        }
+    }
+
+    fn parse(field: &'static str, s: &str) -> Result<Self, PolicyError> {
+        match s {
+            "ceph" => Ok(Self::Ceph),
+            "nfs" => Ok(Self::Nfs),
+            "local" => Ok(Self::Local),
+            "null" => Ok(Self::Null),
+            other => Err(PolicyError::UnknownBackend {
+                field,
+                value: other.to_owned(),
+                known: KNOWN_BACKENDS,
+            }),
+        }
+    }
+
+    /// Whether this backend creates and destroys storage (NFS does not).
+    pub fn creates_storage(self) -> bool {
+        !matches!(self, Self::Nfs | Self::Null)
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which backend does what for a volume.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Backends {
+    /// Creates, formats and destroys storage; `None` for mount-only backends (NFS).
+    pub crud: Option<BackendKind>,
+    /// Mounts and unmounts.
+    pub mount: BackendKind,
+    /// Takes snapshots; `None` when the volume cannot be snapshotted.
+    pub snapshot: Option<BackendKind>,
+}
+
+impl Backends {
+    /// volplugin's `backend` shortcut: `ceph` does everything, `nfs` only mounts.
+    pub fn expand(kind: BackendKind) -> Self {
+        match kind {
+            BackendKind::Nfs => Self {
+                crud: None,
+                mount: kind,
+                snapshot: None,
+            },
+            k => Self {
+                crud: Some(k),
+                mount: k,
+                snapshot: Some(k),
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), PolicyError> {
+        for (field, v) in [("crud", self.crud), ("snapshot", self.snapshot)] {
+            let Some(v) = v else { continue };
+            if v == BackendKind::Nfs {
+                return Err(PolicyError::BackendMismatch {
+                    field,
+                    value: v.to_string(),
+                    mount: self.mount.to_string(),
+                    why: "nfs only mounts existing exports; leave this field empty (\"\")",
+                });
+            }
+            if v != self.mount {
+                return Err(PolicyError::BackendMismatch {
+                    field,
+                    value: v.to_string(),
+                    mount: self.mount.to_string(),
+                    why: "a volume's storage must be created, mounted and snapshotted by one backend",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Backends {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let doc = BackendsDoc {
+            crud: Some(self.crud.map(|k| k.as_str()).unwrap_or("").to_owned()),
+            mount: Some(self.mount.as_str().to_owned()),
+            snapshot: Some(self.snapshot.map(|k| k.as_str()).unwrap_or("").to_owned()),
+        };
+        doc.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Backends {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BackendsDoc::deserialize(d)?
+            .resolve()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct BackendsDoc {
+    #[serde(default)]
+    crud: Option<String>,
+    #[serde(default)]
+    mount: Option<String>,
+    #[serde(default)]
+    snapshot: Option<String>,
+}
+
+impl BackendsDoc {
+    fn resolve(&self) -> Result<Backends, PolicyError> {
+        let opt = |field: &'static str, v: &Option<String>| -> Result<Option<BackendKind>, PolicyError> {
+            match v.as_deref() {
+                None | Some("") => Ok(None),
+                Some(s) => BackendKind::parse(field, s).map(Some),
+            }
+        };
+        let mount = opt("backends.mount", &self.mount)?.ok_or(PolicyError::NoMountBackend {
+            known: KNOWN_BACKENDS,
+        })?;
+        let b = Backends {
+            crud: opt("backends.crud", &self.crud)?,
+            mount,
+            snapshot: opt("backends.snapshot", &self.snapshot)?,
+        };
+        b.validate()?;
+        Ok(b)
+    }
+}
+
+/// A filesystem's mkfs command template: `%` is the device, `%%` a literal `%`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MkfsTemplate(String);
+
+impl MkfsTemplate {
+    /// Wraps a template; it must not be empty.
+    pub fn new(fs: &str, template: impl Into<String>) -> Result<Self, PolicyError> {
+        let t = template.into();
+        if t.trim().is_empty() {
+            return Err(PolicyError::EmptyTemplate { fs: fs.to_owned() });
+        }
+        Ok(Self(t))
+    }
+
+    /// The template text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The shell command for `device`: each `%` becomes the device path (quoted for `sh`
+    /// when it holds anything but path-safe characters), each `%%` a literal `%`.
+    ///
+    /// ```
+    /// use volcore::policy::MkfsTemplate;
+    /// let t = MkfsTemplate::new("ext4", "mkfs.ext4 -E stride=%% -m0 %").unwrap();
+    /// assert_eq!(t.render("/dev/loop3"), "mkfs.ext4 -E stride=% -m0 /dev/loop3");
+    /// ```
+    pub fn render(&self, device: &str) -> String {
+        let safe = !device.is_empty()
+            && device
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c));
+        let dev = if safe {
+            device.to_owned()
+        } else {
+            format!("'{}'", device.replace('\'', r"'\''"))
+        };
+        let mut out = String::with_capacity(self.0.len() + dev.len());
+        let mut chars = self.0.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '%' {
+                if chars.peek() == Some(&'%') {
+                    chars.next();
+                    out.push('%');
+                } else {
+                    out.push_str(&dev);
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for MkfsTemplate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::new("?", s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for MkfsTemplate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// The mkfs command volplugin used when a policy names no filesystems.
+pub const DEFAULT_FILESYSTEM: &str = "ext4";
+/// Its template.
+pub const DEFAULT_MKFS: &str = "mkfs.ext4 -m0 %";
+
+/// Create-time size and filesystem.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSpec {
+    /// The volume size (zero for mount-only backends).
+    pub size: Size,
+    /// The filesystem, a key of the policy's `filesystems`.
+    pub filesystem: String,
+}
+
+/// A snapshot frequency: volplugin's Go-duration syntax (`30m`, `2s`, `1h30m`, `1.5h`;
+/// units ns, us, ms, s, m, h), at least one second.
+///
+/// Days and weeks are refused at upload, with a hint: volplugin's schema let `10d` through
+/// and its supervisor then crashed on it, so a policy file written for volplugin never ran
+/// with one.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Frequency {
+    text: String,
+    every: Duration,
+}
+
+impl Frequency {
+    /// The shortest frequency accepted.
+    pub const MIN: Duration = Duration::from_secs(1);
+
+    /// Parses and checks a frequency.
+    pub fn parse(s: &str) -> Result<Self, PolicyError> {
+        let bad = |why: String| PolicyError::Runtime(format!("snapshot.frequency {s:?}: {why}"));
+        let every = parse_go_duration(s).map_err(bad)?;
+        if every.is_zero() {
+            return Err(bad("a zero frequency would never snapshot; use e.g. \"30m\" or set \"snapshots\": false".into()));
+        }
+        if every < Self::MIN {
+            return Err(bad("below the 1s minimum".into()));
+        }
+        Ok(Self {
+            text: s.to_owned(),
+            every,
+        })
+    }
+
+    /// How often to snapshot.
+    pub fn every(&self) -> Duration {
+        self.every
+    }
+
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    if s.is_empty() {
+        return Err("empty".into());
+    }
+    if s.chars().all(|c| c == '0') {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let n_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| format!("missing unit after {rest:?}; units are s, m, h (e.g. 30m)"))?;
+        let (num, tail) = rest.split_at(n_end);
+        if num.is_empty() {
+            return Err("expected a number; write e.g. 30m, 2s or 1h30m".into());
+        }
+        let value: f64 = num.parse().map_err(|_| format!("{num:?} is not a number"))?;
+        let u_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(u_end);
+        let secs = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => {
+                return Err(format!(
+                    "days are not a unit here (volplugin could not run them either); write {}h",
+                    num.parse::<f64>().unwrap_or(1.0) * 24.0
+                ))
+            }
+            "w" => {
+                return Err(format!(
+                    "weeks are not a unit here (volplugin could not run them either); write {}h",
+                    num.parse::<f64>().unwrap_or(1.0) * 168.0
+                ))
+            }
+            other => return Err(format!("unknown unit {other:?}; units are ns, us, ms, s, m, h")),
+        };
+        total += value * secs;
+        rest = next;
+    }
+    if !total.is_finite() || total > 10.0 * 365.0 * 86400.0 {
+        return Err("longer than ten years".into());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+impl Serialize for Frequency {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Frequency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Snapshot schedule.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// How often to take a snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency: Option<Frequency>,
+    /// How many snapshots to keep (older ones are pruned).
+    #[serde(default)]
+    pub keep: u32,
+}
+
+/// I/O limits applied to a mounted volume's block device; 0 means no limit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RateLimit {
+    /// Read bytes per second.
+    #[serde(default)]
+    pub read_bps: u64,
+    /// Write bytes per second.
+    #[serde(default)]
+    pub write_bps: u64,
+    /// Read operations per second.
+    #[serde(default)]
+    pub read_iops: u64,
+    /// Write operations per second.
+    #[serde(default)]
+    pub write_iops: u64,
+}
+
+/// Runtime options: the part of a policy that can change on a live volume.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeOptions {
+    /// Whether scheduled snapshots are taken.
+    #[serde(default)]
+    pub snapshots: bool,
+    /// The schedule (required when `snapshots` is true).
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    /// I/O limits.
+    #[serde(default, rename = "rate-limit")]
+    pub rate_limit: RateLimit,
+}
+
+impl RuntimeOptions {
+    /// Parses and validates a runtime document (`volcli volume runtime upload`).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
+        let r: Self = serde_json::from_slice(bytes).map_err(|source| PolicyError::Json {
+            what: "runtime options",
+            source,
+        })?;
+        r.validate()?;
+        Ok(r)
+    }
+
+    /// Checks that an enabled schedule has a frequency and keeps at least one snapshot.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.snapshots {
+            if self.snapshot.frequency.is_none() {
+                return Err(PolicyError::Runtime(
+                    "snapshots are enabled but snapshot.frequency is missing; set e.g. \"frequency\": \"30m\"".into(),
+                ));
+            }
+            if self.snapshot.keep < 1 {
+                return Err(PolicyError::Runtime(
+                    "snapshots are enabled but snapshot.keep is 0; keep must be at least 1".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A validated policy.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Policy {
+    /// The policy's name.
+    pub name: PolicyName,
+    /// Which backends serve its volumes.
+    pub backends: Backends,
+    /// Backend parameters (`pool` for Ceph, `options` for NFS, ...).
+    pub driver: BTreeMap<String, String>,
+    /// True: no cross-host exclusivity (for NFS).
+    pub unlocked: bool,
+    /// Size and filesystem.
+    pub create: CreateSpec,
+    /// Filesystem name → mkfs template.
+    pub filesystems: BTreeMap<String, MkfsTemplate>,
+    /// Runtime options new volumes start with.
+    pub runtime: RuntimeOptions,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) size: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) filesystem: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct PolicyDoc {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    backends: Option<BackendsDoc>,
+    #[serde(default)]
+    driver: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    unlocked: bool,
+    #[serde(default)]
+    create: CreateDoc,
+    #[serde(default)]
+    filesystems: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    runtime: RuntimeOptions,
+}
+
+/// Ceph pool names and similar driver identifiers: letters, digits, `.`, `_`, `-`.
+fn check_identifier(key: &str, v: &str) -> Result<(), PolicyError> {
+    if v.is_empty() {
+        return Err(PolicyError::DriverParam {
+            key: key.to_owned(),
+            problem: "must not be empty".into(),
+        });
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._-".contains(*c)))
+    {
+        return Err(PolicyError::DriverParam {
+            key: key.to_owned(),
+            problem: format!("{v:?} contains {c:?}; use letters, digits, '.', '_' and '-' only"),
+        });
+    }
+    if v.starts_with(['.', '-']) {
+        return Err(PolicyError::DriverParam {
+            key: key.to_owned(),
+            problem: format!("{v:?} must start with a letter or digit"),
+        });
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// Parses and validates a policy document uploaded as `name`.
+    ///
+    /// A `name` field inside the document, as volplugin stored it, must agree.
+    pub fn from_json(name: &PolicyName, bytes: &[u8]) -> Result<Self, PolicyError> {
+        let doc: PolicyDoc = serde_json::from_slice(bytes).map_err(|source| PolicyError::Json {
+            what: "policy",
+            source,
+        })?;
+        if let Some(inner) = &doc.name {
+            if inner != name.as_str() {
+                return Err(PolicyError::NameMismatch {
+                    inner: inner.clone(),
+                    outer: name.to_string(),
+                });
+            }
+        }
+        Self::from_doc(name.clone(), doc)
+    }
+
+    /// Parses a stored policy whose document carries its own `name`.
+    pub fn from_stored_json(bytes: &[u8]) -> Result<Self, PolicyError> {
+        let doc: PolicyDoc = serde_json::from_slice(bytes).map_err(|source| PolicyError::Json {
+            what: "policy",
+            source,
+        })?;
+        let name = PolicyName::new(doc.name.clone().unwrap_or_default())?;
+        Self::from_doc(name, doc)
+    }
+
+    fn from_doc(name: PolicyName, doc: PolicyDoc) -> Result<Self, PolicyError> {
+        let backends = match (&doc.backends, &doc.backend) {
+            // `backends` wins when both are given, as in volplugin.
+            (Some(b), _) => b.resolve()?,
+            (None, Some(b)) if !b.is_empty() => Backends::expand(BackendKind::parse("backend", b)?),
+            (None, _) => {
+                return Err(PolicyError::NoBackend {
+                    known: KNOWN_BACKENDS,
+                })
+            }
+        };
+        let size = match doc.create.size.as_deref().map(str::trim) {
+            None | Some("") => Size::default(),
+            Some(s) => Size::parse(s).map_err(|source| PolicyError::BadValue {
+                field: "create.size",
+                source,
+            })?,
+        };
+        let filesystems = match doc.filesystems {
+            None => BTreeMap::from([(
+                DEFAULT_FILESYSTEM.to_owned(),
+                MkfsTemplate(DEFAULT_MKFS.to_owned()),
+            )]),
+            Some(m) => m
+                .into_iter()
+                .map(|(k, v)| {
+                    let t = MkfsTemplate::new(&k, v)?;
+                    Ok((k, t))
+                })
+                .collect::<Result<_, PolicyError>>()?,
+        };
+        let filesystem = match doc.create.filesystem.as_deref() {
+            None | Some("") => DEFAULT_FILESYSTEM.to_owned(),
+            Some(f) => f.to_owned(),
+        };
+        let p = Self {
+            name,
+            backends,
+            driver: doc.driver.unwrap_or_default(),
+            unlocked: doc.unlocked,
+            create: CreateSpec { size, filesystem },
+            filesystems,
+            runtime: doc.runtime,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks every rule a policy must satisfy; called after parsing and after options
+    /// are merged into a copy for a volume.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        self.backends.validate()?;
+        for k in self.filesystems.keys() {
+            let ok = !k.is_empty()
+                && k.len() <= 64
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok {
+                return Err(PolicyError::BadFilesystemName { name: k.clone() });
+            }
+        }
+        for (k, v) in &self.filesystems {
+            if v.0.trim().is_empty() {
+                return Err(PolicyError::EmptyTemplate { fs: k.clone() });
+            }
+        }
+        if let Some(crud) = self.backends.crud {
+            if crud.creates_storage() && self.create.size.bytes() < Size::MB {
+                return Err(PolicyError::SizeTooSmall {
+                    backend: crud.to_string(),
+                    size: self.create.size.to_string(),
+                });
+            }
+            if !self.filesystems.contains_key(&self.create.filesystem) {
+                return Err(PolicyError::UnknownFilesystem {
+                    fs: self.create.filesystem.clone(),
+                    known: self.filesystems.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        for (k, v) in &self.driver {
+            if k.is_empty() {
+                return Err(PolicyError::DriverParam {
+                    key: String::new(),
+                    problem: "empty parameter name".into(),
+                });
+            }
+            if v.contains('\0') {
+                return Err(PolicyError::DriverParam {
+                    key: k.clone(),
+                    problem: "contains a NUL byte".into(),
+                });
+            }
+        }
+        if self.backends.mount == BackendKind::Ceph {
+            match self.driver.get("pool") {
+                None => {
+                    return Err(PolicyError::DriverParam {
+                        key: "pool".into(),
+                        problem: "the ceph backend needs a pool; set \"driver\": {\"pool\": \"rbd\"}".into(),
+                    })
+                }
+                Some(pool) => check_identifier("pool", pool)?,
+            }
+        }
+        self.runtime.validate()
+    }
+
+    /// The policy as JSON in volplugin's shape (with `name` and defaults filled in).
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain maps and strings cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl Serialize for Policy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            name: &'a PolicyName,
+            backends: &'a Backends,
+            driver: &'a BTreeMap<String, String>,
+            unlocked: bool,
+            create: &'a CreateSpec,
+            filesystems: &'a BTreeMap<String, MkfsTemplate>,
+            runtime: &'a RuntimeOptions,
+        }
+        Out {
+            name: &self.name,
+            backends: &self.backends,
+            driver: &self.driver,
+            unlocked: self.unlocked,
+            create: &self.create,
+            filesystems: &self.filesystems,
+            runtime: &self.runtime,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Policy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let doc = PolicyDoc::deserialize(d)?;
+        let name = PolicyName::new(doc.name.clone().unwrap_or_default()).map_err(serde::de::Error::custom)?;
+        Self::from_doc(name, doc).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> PolicyName {
+        PolicyName::new(s).unwrap()
+    }
+
+    fn parse(json: &str) -> Result<Policy, PolicyError> {
+        Policy::from_json(&name("p"), json.as_bytes())
+    }
+
+    #[test]
+    fn backend_shortcut_expands() {
+        let p = parse(r#"{"backend":"ceph","driver":{"pool":"rbd"},"create":{"size":"10MB"}}"#).unwrap();
+        assert_eq!(p.backends, Backends::expand(BackendKind::Ceph));
+        let p = parse(r#"{"backend":"nfs"}"#).unwrap();
+        assert_eq!(p.backends.crud, None);
+        assert_eq!(p.backends.mount, BackendKind::Nfs);
+    }
+
+    #[test]
+    fn backends_wins_over_backend() {
+        let p = parse(r#"{"backend":"ceph","backends":{"mount":"nfs"}}"#).unwrap();
+        assert_eq!(p.backends.mount, BackendKind::Nfs);
+    }
+
+    #[test]
+    fn backend_errors_are_precise() {
+        let e = parse(r#"{}"#).unwrap_err().to_string();
+        assert!(e.contains("names no backend"), "{e}");
+        let e = parse(r#"{"backend":"gluster"}"#).unwrap_err().to_string();
+        assert_eq!(e, "unknown backend \"gluster\" in backend; known backends: ceph, nfs, local, null");
+        let e = parse(r#"{"backends":{"crud":"ceph"}}"#).unwrap_err().to_string();
+        assert!(e.contains("backends.mount is required"), "{e}");
+        let e = parse(r#"{"backends":{"crud":"ceph","mount":"nfs"}}"#).unwrap_err().to_string();
+        assert!(e.contains("backends.crud is \"ceph\" but backends.mount is \"nfs\""), "{e}");
+        let e = parse(r#"{"backend":""}"#).unwrap_err().to_string();
+        assert!(e.contains("names no backend"), "{e}");
+    }
+
+    #[test]
+    fn size_rules() {
+        let e = parse(r#"{"backend":"local","create":{"size":"0"}}"#).unwrap_err().to_string();
+        assert!(e.contains("needs at least 1MB"), "{e}");
+        let e = parse(r#"{"backend":"local"}"#).unwrap_err().to_string();
+        assert!(e.contains("create.size is 0"), "{e}");
+        let e = parse(r#"{"backend":"local","create":{"size":"500KB"}}"#).unwrap_err().to_string();
+        assert!(e.contains("500kB"), "{e}");
+        let e = parse(r#"{"backend":"local","create":{"size":"lots"}}"#).unwrap_err().to_string();
+        assert!(e.starts_with("create.size: \"lots\" is not a size"), "{e}");
+        // Blank size with a mount-only backend is fine.
+        parse(r#"{"backend":"nfs","create":{"size":""}}"#).unwrap();
+    }
+
+    #[test]
+    fn filesystems_default_and_check() {
+        let p = parse(r#"{"backend":"local","create":{"size":"10MB"}}"#).unwrap();
+        assert_eq!(p.create.filesystem, "ext4");
+        assert_eq!(p.filesystems.len(), 1);
+        let e = parse(r#"{"backend":"local","create":{"size":"10MB","filesystem":"btrfs"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("filesystem \"btrfs\" is not defined in the policy's filesystems (ext4)"), "{e}");
+        let e = parse(r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":" "}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is empty"), "{e}");
+        let e = parse(r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":"x","a b":"y"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("filesystem name \"a b\""), "{e}");
+    }
+
+    #[test]
+    fn template_percent_rules() {
+        let t = MkfsTemplate::new("x", "mkfs %%d % 100%%").unwrap();
+        assert_eq!(t.render("/dev/loop0"), "mkfs %d /dev/loop0 100%");
+        let t = MkfsTemplate::new("x", "mkfs.xfs %").unwrap();
+        assert_eq!(t.render("/dev/it's"), r"mkfs.xfs '/dev/it'\''s'");
+        let t = MkfsTemplate::new("x", "/bin/false").unwrap();
+        assert_eq!(t.render("/dev/loop0"), "/bin/false");
+    }
+
+    #[test]
+    fn ceph_needs_a_pool() {
+        let e = parse(r#"{"backend":"ceph","create":{"size":"10MB"}}"#).unwrap_err().to_string();
+        assert!(e.contains("needs a pool"), "{e}");
+        let e = parse(r#"{"backend":"ceph","driver":{"pool":"../x"},"create":{"size":"10MB"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("contains '/'"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let e = parse(r#"{"backend":"nfs","unlockd":true}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown field `unlockd`"), "{e}");
+        let e = parse(r#"{"backend":"nfs","runtime":{"snapshot":{"frequncy":"1m"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `frequncy`"), "{e}");
+    }
+
+    #[test]
+    fn name_must_agree() {
+        let e = parse(r#"{"name":"other","backend":"nfs"}"#).unwrap_err().to_string();
+        assert!(e.contains("named \"other\" but is uploaded as \"p\""), "{e}");
+        parse(r#"{"name":"p","backend":"nfs"}"#).unwrap();
+    }
+
+    #[test]
+    fn runtime_rules() {
+        for (json, want) in [
+            (r#"{"snapshots":true}"#, "snapshot.frequency is missing"),
+            (r#"{"snapshots":true,"snapshot":{"frequency":"1m"}}"#, "keep must be at least 1"),
+            (r#"{"snapshots":true,"snapshot":{"frequency":"10d","keep":1}}"#, "write 240h"),
+            (r#"{"snapshots":true,"snapshot":{"frequency":"0s","keep":1}}"#, "zero frequency"),
+            (r#"{"snapshots":true,"snapshot":{"frequency":"0","keep":1}}"#, "zero frequency"),
+            (r#"{"snapshots":true,"snapshot":{"frequency":"10","keep":1}}"#, "missing unit"),
+            (r#"{"snapshots":true,"snapshot":{"frequency":"100ms","keep":1}}"#, "1s minimum"),
+            (r#"{"snapshots":true,"snapshot":{"frequency":"5x","keep":1}}"#, "unknown unit"),
+        ] {
+            let e = RuntimeOptions::from_json(json.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(want), "{json}: {e}");
+        }
+        let r = RuntimeOptions::from_json(br#"{"snapshots":true,"snapshot":{"frequency":"1h30m","keep":3}}"#).unwrap();
+        assert_eq!(r.snapshot.frequency.unwrap().every(), Duration::from_secs(5400));
+        // Disabled snapshots need nothing else.
+        RuntimeOptions::from_json(br#"{"snapshots":false}"#).unwrap();
+    }
+
+    #[test]
+    fn serialize_round_trip() {
+        let p = parse(
+            r#"{"backend":"ceph","driver":{"pool":"rbd"},"create":{"size":"1.5GB","filesystem":"xfs"},
+                "filesystems":{"xfs":"mkfs.xfs -f %"},"unlocked":true,
+                "runtime":{"snapshots":true,"snapshot":{"frequency":"30m","keep":20},"rate-limit":{"write-bps":1000}}}"#,
+        )
+        .unwrap();
+        let json = p.to_json();
+        let back = Policy::from_stored_json(&json).unwrap();
+        assert_eq!(back, p);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["backends"]["crud"], "ceph");
+        assert_eq!(v["create"]["size"], "1500MB");
+        assert_eq!(v["runtime"]["rate-limit"]["write-bps"], 1000);
+    }
+}
