@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use volcore::kv::{
-    Change, Entry, Journal, KvError, KvStore, LeaseId, MemKv, Precondition, PutOpts, Revision, TxnOp, TxnOutcome,
-    WatchStream,
+    Change, Entry, Journal, KvError, KvStore, LeaseId, MemKv, Precondition, PutOpts, Revision,
+    TxnOp, TxnOutcome, WatchStream,
 };
 
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
@@ -31,7 +31,11 @@ fn backend_err(e: impl std::error::Error + Send + Sync + 'static) -> KvError {
 
 /// Encodes an entry as `create_rev (8) | mod_rev (8) | lease_len (2) | lease | value`.
 fn encode(e: &Entry) -> Vec<u8> {
-    let lease = e.lease.as_ref().map(|l| l.as_str().as_bytes()).unwrap_or_default();
+    let lease = e
+        .lease
+        .as_ref()
+        .map(|l| l.as_str().as_bytes())
+        .unwrap_or_default();
     let lease_len = u16::try_from(lease.len()).unwrap_or(0);
     let mut out = Vec::with_capacity(18 + lease.len() + e.value.len());
     out.extend_from_slice(&e.create_rev.to_be_bytes());
@@ -76,7 +80,8 @@ impl Journal for RedbJournal {
             for c in changes {
                 match c {
                     Change::Put(e) => {
-                        t.insert(e.key.as_str(), encode(e).as_slice()).map_err(backend_err)?;
+                        t.insert(e.key.as_str(), encode(e).as_slice())
+                            .map_err(backend_err)?;
                     }
                     Change::Delete(k) => {
                         t.remove(k.as_str()).map_err(backend_err)?;
@@ -121,7 +126,10 @@ impl EmbeddedKv {
             tx.commit().map_err(backend_err)?;
             let rx = db.begin_read().map_err(backend_err)?;
             let meta = rx.open_table(META).map_err(backend_err)?;
-            let revision = meta.get("revision").map_err(backend_err)?.map_or(0, |v| v.value());
+            let revision = meta
+                .get("revision")
+                .map_err(backend_err)?
+                .map_or(0, |v| v.value());
             let t = rx.open_table(ENTRIES).map_err(backend_err)?;
             let mut entries = Vec::new();
             for row in t.iter().map_err(backend_err)? {
@@ -196,7 +204,11 @@ mod tests {
             lease: Some(LeaseId::new("ab-1")),
         };
         assert_eq!(decode("k", &encode(&e)).unwrap(), e);
-        let e = Entry { lease: None, value: vec![], ..e };
+        let e = Entry {
+            lease: None,
+            value: vec![],
+            ..e
+        };
         assert_eq!(decode("k", &encode(&e)).unwrap(), e);
         assert!(decode("k", &[1, 2, 3]).is_err());
     }

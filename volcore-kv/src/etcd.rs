@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Error as EtcdError, EventType, GetOptions, KeyValue,
-    PutOptions, Txn, TxnOp as EOp, TxnOpResponse, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Error as EtcdError, EventType,
+    GetOptions, KeyValue, PutOptions, Txn, TxnOp as EOp, TxnOpResponse, WatchOptions,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{debug, warn};
 use volcore::kv::{
-    Entry, KvError, KvStore, LeaseId, Precondition, PutOpts, Revision, TxnOp, TxnOutcome, WatchEvent, WatchStream,
+    Entry, KvError, KvStore, LeaseId, Precondition, PutOpts, Revision, TxnOp, TxnOutcome,
+    WatchEvent, WatchStream,
 };
 
 const BACKEND: &str = "etcd";
@@ -42,15 +43,24 @@ impl EtcdConfig {
     /// Parses `etcd://h:p[,h:p…]` (the daemons' `--kv` form) or a bare `h:p[,h:p…]` list.
     pub fn parse(url: &str) -> Result<Self, KvError> {
         let list = url.strip_prefix("etcd://").unwrap_or(url);
-        let endpoints: Vec<String> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let endpoints: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
         if endpoints.is_empty() {
             return Err(KvError::Invalid {
-                reason: format!("{url:?} names no etcd endpoint; write etcd://127.0.0.1:2379[,host:port…]"),
+                reason: format!(
+                    "{url:?} names no etcd endpoint; write etcd://127.0.0.1:2379[,host:port…]"
+                ),
             });
         }
         for e in &endpoints {
             let hostport = e.strip_prefix("http://").unwrap_or(e);
-            let ok = hostport.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            let ok = hostport
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
             if !ok {
                 return Err(KvError::Invalid {
                     reason: format!("etcd endpoint {e:?} is not host:port"),
@@ -71,7 +81,9 @@ pub struct EtcdKv {
 
 impl std::fmt::Debug for EtcdKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdKv").field("endpoints", &self.endpoints).finish()
+        f.debug_struct("EtcdKv")
+            .field("endpoints", &self.endpoints)
+            .finish()
     }
 }
 
@@ -85,9 +97,14 @@ fn map_err(op: &'static str, e: EtcdError) -> KvError {
                     backend: BACKEND,
                     source: msg.into(),
                 },
-                4 => KvError::Timeout { backend: BACKEND, op },
+                4 => KvError::Timeout {
+                    backend: BACKEND,
+                    op,
+                },
                 _ if msg.contains("duplicate key") => KvError::Invalid { reason: msg },
-                _ if msg.contains("required revision has been compacted") || msg.contains("future revision") => {
+                _ if msg.contains("required revision has been compacted")
+                    || msg.contains("future revision") =>
+                {
                     KvError::Invalid { reason: msg }
                 }
                 _ => KvError::Backend {
@@ -139,7 +156,9 @@ fn irev(r: Revision) -> i64 {
 }
 
 fn lease_num(id: &LeaseId) -> Result<i64, KvError> {
-    id.as_str().parse().map_err(|_| KvError::LeaseLost { lease: id.clone() })
+    id.as_str()
+        .parse()
+        .map_err(|_| KvError::LeaseLost { lease: id.clone() })
 }
 
 fn compare(key: &str, pre: Precondition) -> Option<Compare> {
@@ -147,7 +166,9 @@ fn compare(key: &str, pre: Precondition) -> Option<Compare> {
         Precondition::Any => None,
         Precondition::Absent => Some(Compare::create_revision(key, CompareOp::Equal, 0)),
         Precondition::Revision(r) => Some(Compare::mod_revision(key, CompareOp::Equal, irev(r))),
-        Precondition::CreateRevision(r) => Some(Compare::create_revision(key, CompareOp::Equal, irev(r))),
+        Precondition::CreateRevision(r) => {
+            Some(Compare::create_revision(key, CompareOp::Equal, irev(r)))
+        }
     }
 }
 
@@ -158,7 +179,9 @@ impl EtcdKv {
             .with_timeout(cfg.request_timeout)
             .with_connect_timeout(cfg.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = Client::connect(&cfg.endpoints, Some(opts)).await.map_err(|e| map_err("connect", e))?;
+        let client = Client::connect(&cfg.endpoints, Some(opts))
+            .await
+            .map_err(|e| map_err("connect", e))?;
         Ok(Self {
             client,
             endpoints: cfg.endpoints,
@@ -183,7 +206,9 @@ impl EtcdKv {
                 compared.push((op.key().to_owned(), op.precondition()));
             }
             match op {
-                TxnOp::Put { key, value, lease, .. } => {
+                TxnOp::Put {
+                    key, value, lease, ..
+                } => {
                     let mut o = PutOptions::new();
                     if let Some(l) = lease {
                         o = o.with_lease(lease_num(l)?);
@@ -194,7 +219,10 @@ impl EtcdKv {
                 TxnOp::Check { .. } => {}
             }
         }
-        let or_else: Vec<EOp> = compared.iter().map(|(k, _)| EOp::get(k.as_str(), None)).collect();
+        let or_else: Vec<EOp> = compared
+            .iter()
+            .map(|(k, _)| EOp::get(k.as_str(), None))
+            .collect();
         let txn = Txn::new().when(compares).and_then(then).or_else(or_else);
         let resp = self.client.clone().txn(txn).await.map_err(|e| {
             if lease_not_found(&e) {
@@ -238,7 +266,12 @@ impl KvStore for EtcdKv {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Entry>, KvError> {
-        let resp = self.client.clone().get(key, None).await.map_err(|e| map_err("get", e))?;
+        let resp = self
+            .client
+            .clone()
+            .get(key, None)
+            .await
+            .map_err(|e| map_err("get", e))?;
         resp.kvs().first().map(entry).transpose()
     }
 
@@ -258,15 +291,20 @@ impl KvStore for EtcdKv {
             if let Some(l) = &opts.lease {
                 o = o.with_lease(lease_num(l)?);
             }
-            let resp = self.client.clone().put(key, value, Some(o)).await.map_err(|e| {
-                if lease_not_found(&e) {
-                    KvError::LeaseLost {
-                        lease: opts.lease.clone().unwrap_or_else(|| LeaseId::new("?")),
+            let resp = self
+                .client
+                .clone()
+                .put(key, value, Some(o))
+                .await
+                .map_err(|e| {
+                    if lease_not_found(&e) {
+                        KvError::LeaseLost {
+                            lease: opts.lease.clone().unwrap_or_else(|| LeaseId::new("?")),
+                        }
+                    } else {
+                        map_err("put", e)
                     }
-                } else {
-                    map_err("put", e)
-                }
-            })?;
+                })?;
             return Ok(resp.header().map_or(0, |h| rev(h.revision())));
         }
         let out = self
@@ -294,7 +332,12 @@ impl KvStore for EtcdKv {
             .when(vec![c])
             .and_then(vec![EOp::delete(key, None)])
             .or_else(vec![EOp::get(key, None)]);
-        let resp = self.client.clone().txn(txn).await.map_err(|e| map_err("delete", e))?;
+        let resp = self
+            .client
+            .clone()
+            .txn(txn)
+            .await
+            .map_err(|e| map_err("delete", e))?;
         if resp.succeeded() {
             for r in resp.op_responses() {
                 if let TxnOpResponse::Delete(d) = r {
@@ -363,8 +406,14 @@ impl KvStore for EtcdKv {
             });
         }
         // etcd counts in whole seconds; round up so the lease is never shorter than asked.
-        let secs = i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).unwrap_or(i64::MAX);
-        let resp = self.client.clone().lease_grant(secs, None).await.map_err(|e| map_err("lease grant", e))?;
+        let secs =
+            i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).unwrap_or(i64::MAX);
+        let resp = self
+            .client
+            .clone()
+            .lease_grant(secs, None)
+            .await
+            .map_err(|e| map_err("lease grant", e))?;
         let granted = Duration::from_secs(u64::try_from(resp.ttl()).unwrap_or(0));
         if let Ok(mut m) = self.ttls.lock() {
             m.insert(resp.id(), granted);
@@ -402,9 +451,18 @@ impl KvStore for EtcdKv {
     }
 }
 
-async fn open_watch(mut client: Client, prefix: &str, start: Revision) -> Result<etcd_client::WatchStream, KvError> {
-    let opts = WatchOptions::new().with_prefix().with_start_revision(irev(start));
-    let mut stream = client.watch(prefix, Some(opts)).await.map_err(|e| map_err("watch", e))?;
+async fn open_watch(
+    mut client: Client,
+    prefix: &str,
+    start: Revision,
+) -> Result<etcd_client::WatchStream, KvError> {
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(irev(start));
+    let mut stream = client
+        .watch(prefix, Some(opts))
+        .await
+        .map_err(|e| map_err("watch", e))?;
     // Wait for the server to confirm the watch (or to refuse it as compacted), so the
     // caller's first event is not lost to a race.
     match stream.message().await.map_err(|e| map_err("watch", e))? {
@@ -446,7 +504,10 @@ async fn pump(
                             return;
                         }
                     };
-                    if tx.send(Ok(WatchEvent::Resync { revision: current })).is_err() {
+                    if tx
+                        .send(Ok(WatchEvent::Resync { revision: current }))
+                        .is_err()
+                    {
                         return;
                     }
                     next = current + 1;

@@ -1,6 +1,8 @@
 //! The KV and lock suites against a real etcd (`VOLCORE_TEST_ETCD`, started by
 //! scripts/test).
 
+#![allow(clippy::unwrap_used)] // tests fail by panicking
+
 mod common;
 
 use volcore::testing::KvCaps;
@@ -10,9 +12,13 @@ volcore::lock_conformance!(locks, common::etcd().await, KvCaps::ETCD);
 
 #[tokio::test]
 async fn bad_endpoints_are_named() {
-    let err = volcore_kv::EtcdConfig::parse("etcd://").unwrap_err().to_string();
+    let err = volcore_kv::EtcdConfig::parse("etcd://")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("names no etcd endpoint"), "{err}");
-    let err = volcore_kv::EtcdConfig::parse("etcd://localhost").unwrap_err().to_string();
+    let err = volcore_kv::EtcdConfig::parse("etcd://localhost")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("\"localhost\" is not host:port"), "{err}");
     let cfg = volcore_kv::EtcdConfig::parse("etcd://127.0.0.1:2379,10.0.0.2:2379").unwrap();
     assert_eq!(cfg.endpoints.len(), 2);

@@ -41,17 +41,18 @@ impl GlobalConfig {
 
     /// Parses and validates the published (or canonical) JSON form.
     pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
-        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|source| PolicyError::Json {
-            what: "global configuration",
-            source,
-        })?;
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|source| PolicyError::Json {
+                what: "global configuration",
+                source,
+            })?;
         Self::from_value(&v)
     }
 
     fn from_value(v: &serde_json::Value) -> Result<Self, PolicyError> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| PolicyError::Global("expected a JSON object such as {\"TTL\":30,\"Timeout\":10}".into()))?;
+        let obj = v.as_object().ok_or_else(|| {
+            PolicyError::Global("expected a JSON object such as {\"TTL\":30,\"Timeout\":10}".into())
+        })?;
         let mut g = Self::default();
         for (k, val) in obj {
             match k.to_ascii_lowercase().as_str() {
@@ -108,7 +109,9 @@ impl GlobalConfig {
             )));
         }
         if self.timeout < Duration::from_secs(60) {
-            return Err(PolicyError::Global("Timeout must be at least 1 minute".into()));
+            return Err(PolicyError::Global(
+                "Timeout must be at least 1 minute".into(),
+            ));
         }
         check_mount_path(&self.mount_path)
     }
@@ -128,7 +131,9 @@ fn uint(k: &str, v: &serde_json::Value) -> Result<u64, PolicyError> {
 pub fn check_mount_path(p: &Path) -> Result<(), PolicyError> {
     let s = p.to_string_lossy();
     if !p.is_absolute() {
-        return Err(PolicyError::Global(format!("MountPath {s:?} must be an absolute path")));
+        return Err(PolicyError::Global(format!(
+            "MountPath {s:?} must be an absolute path"
+        )));
     }
     if s.contains('\0') {
         return Err(PolicyError::Global("MountPath contains a NUL byte".into()));
@@ -136,7 +141,9 @@ pub fn check_mount_path(p: &Path) -> Result<(), PolicyError> {
     if p.components()
         .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
-        return Err(PolicyError::Global(format!("MountPath {s:?} must not contain . or .. components")));
+        return Err(PolicyError::Global(format!(
+            "MountPath {s:?} must not contain . or .. components"
+        )));
     }
     if p == Path::new("/") {
         return Err(PolicyError::Global("MountPath must not be / itself".into()));
@@ -193,17 +200,26 @@ mod tests {
         let g = GlobalConfig::from_json(b"{}").unwrap();
         assert_eq!(g, GlobalConfig::default());
         let v: serde_json::Value = serde_json::from_slice(&g.to_json()).unwrap();
-        assert_eq!(v, serde_json::json!({"TTL":30,"Timeout":10,"MountPath":"/mnt/ceph","Debug":false}));
+        assert_eq!(
+            v,
+            serde_json::json!({"TTL":30,"Timeout":10,"MountPath":"/mnt/ceph","Debug":false})
+        );
     }
 
     #[test]
     fn case_insensitive_and_canonical() {
-        let g = GlobalConfig::from_json(br#"{"ttl":5,"timeout":1,"mountpath":"/mnt/test","debug":true}"#).unwrap();
+        let g = GlobalConfig::from_json(
+            br#"{"ttl":5,"timeout":1,"mountpath":"/mnt/test","debug":true}"#,
+        )
+        .unwrap();
         assert_eq!(g.ttl, Duration::from_secs(5));
         assert_eq!(g.timeout, Duration::from_secs(60));
         assert_eq!(g.mount_path, PathBuf::from("/mnt/test"));
         assert!(g.debug);
-        let g = GlobalConfig::from_json(br#"{"Debug":true,"Timeout":600000000000,"TTL":30000000000,"MountPath":"/mnt/ceph"}"#).unwrap();
+        let g = GlobalConfig::from_json(
+            br#"{"Debug":true,"Timeout":600000000000,"TTL":30000000000,"MountPath":"/mnt/ceph"}"#,
+        )
+        .unwrap();
         assert_eq!(g.ttl, Duration::from_secs(30));
         assert_eq!(g.timeout, Duration::from_secs(600));
     }
@@ -220,7 +236,9 @@ mod tests {
             (r#"{"TTTL":3}"#, "unknown field \"TTTL\""),
             (r#"[1]"#, "JSON object"),
         ] {
-            let e = GlobalConfig::from_json(json.as_bytes()).unwrap_err().to_string();
+            let e = GlobalConfig::from_json(json.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{json}: {e}");
         }
     }

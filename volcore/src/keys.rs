@@ -8,7 +8,9 @@ use std::fmt;
 use crate::name::{HostName, PolicyName, VolumeRef};
 
 /// The kinds of use lock.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LockKind {
     /// Held while a volume is mounted on a host (and during create/remove/copy/maintenance).
@@ -75,7 +77,9 @@ impl Keys {
             prefix: prefix.to_owned(),
             why,
         };
-        let rest = prefix.strip_prefix('/').ok_or_else(|| err("it must start with '/'"))?;
+        let rest = prefix
+            .strip_prefix('/')
+            .ok_or_else(|| err("it must start with '/'"))?;
         if rest.is_empty() {
             return Err(err("it must name at least one segment, e.g. /volplugin"));
         }
@@ -86,8 +90,13 @@ impl Keys {
             if seg == "." || seg == ".." {
                 return Err(err("it must not contain . or .. segments"));
             }
-            if !seg.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                return Err(err("segments may contain only letters, digits, '.', '_' and '-'"));
+            if !seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(err(
+                    "segments may contain only letters, digits, '.', '_' and '-'",
+                ));
             }
         }
         Ok(Self {
@@ -207,14 +216,20 @@ mod tests {
     fn layout() {
         let k = Keys::default();
         let v = VolumeRef::parse("bar/baz").unwrap();
-        assert_eq!(k.lock(LockKind::Mount, &v), "/volplugin/locks/mount/bar/baz");
+        assert_eq!(
+            k.lock(LockKind::Mount, &v),
+            "/volplugin/locks/mount/bar/baz"
+        );
         assert_eq!(k.volume(&v), "/volplugin/volumes/bar/baz");
         assert_eq!(k.runtime(&v), "/volplugin/runtime/bar/baz");
         assert_eq!(
             k.policy_revision(&v.policy, 42),
             "/volplugin/policy-revisions/bar/00000000000000000042"
         );
-        assert_eq!(k.parse_lock("/volplugin/locks/op/bar/baz"), Some((LockKind::Op, v)));
+        assert_eq!(
+            k.parse_lock("/volplugin/locks/op/bar/baz"),
+            Some((LockKind::Op, v))
+        );
         assert_eq!(k.parse_lock("/volplugin/locks/zz/bar/baz"), None);
     }
 

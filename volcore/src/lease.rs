@@ -76,7 +76,9 @@ impl LeaseKeeper {
         let sent = Instant::now();
         let lease = kv.lease_grant(ttl).await?;
         info!(lease = %lease, ttl_ms = ttl.as_millis() as u64, "lease granted");
-        let (tx, rx) = watch::channel(LeaseState::Live { lease: lease.clone() });
+        let (tx, rx) = watch::channel(LeaseState::Live {
+            lease: lease.clone(),
+        });
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(run(kv, ttl, lease, sent, tx, stop_rx));
         Ok(Self {
@@ -167,14 +169,18 @@ async fn run(
         }
         if Instant::now() >= lost_at {
             warn!(lease = %lease, "lease lost: no renewal confirmed in time");
-            let _ = tx.send(LeaseState::Lost { lease: lease.clone() });
+            let _ = tx.send(LeaseState::Lost {
+                lease: lease.clone(),
+            });
             match regrant(&kv, ttl, retry_every, &mut stop).await {
                 Some((new, sent)) => {
                     info!(old = %lease, lease = %new, "new lease granted after loss");
                     lease = new;
                     confirmed_sent = sent;
                     next = sent + renew_every;
-                    let _ = tx.send(LeaseState::Live { lease: lease.clone() });
+                    let _ = tx.send(LeaseState::Live {
+                        lease: lease.clone(),
+                    });
                     continue;
                 }
                 None => return,
@@ -182,13 +188,20 @@ async fn run(
         }
         let sent = Instant::now();
         // Never wait past the point where the lease must be called lost.
-        match tokio::time::timeout_at((sent + renew_every).min(lost_at), kv.lease_keepalive(&lease)).await {
+        match tokio::time::timeout_at(
+            (sent + renew_every).min(lost_at),
+            kv.lease_keepalive(&lease),
+        )
+        .await
+        {
             Ok(Ok(_)) => {
                 confirmed_sent = sent;
                 next = sent + renew_every;
                 if !matches!(&*tx.borrow(), LeaseState::Live { .. }) {
                     info!(lease = %lease, "lease renewals work again");
-                    let _ = tx.send(LeaseState::Live { lease: lease.clone() });
+                    let _ = tx.send(LeaseState::Live {
+                        lease: lease.clone(),
+                    });
                 }
                 debug!(lease = %lease, "lease renewed");
             }

@@ -29,7 +29,10 @@ pub mod testing;
 
 pub use global::GlobalConfig;
 pub use keys::{Keys, LockKind};
-pub use kv::{Entry, KvError, KvStore, KvStoreExt, LeaseId, MemKv, Precondition, PutOpts, Revision, TxnOp, TxnOutcome, WatchEvent, WatchStream};
+pub use kv::{
+    Entry, KvError, KvStore, KvStoreExt, LeaseId, MemKv, Precondition, PutOpts, Revision, TxnOp,
+    TxnOutcome, WatchEvent, WatchStream,
+};
 pub use lease::{LeaseKeeper, LeaseState};
 pub use lock::{HeldLock, LockError, LockHolder, LockInfo, LockReason, LockRequest, Locker};
 pub use name::{HostName, NameError, PolicyName, SnapshotName, VolumeName, VolumeRef};

@@ -83,7 +83,11 @@ pub struct LockRequest {
 impl LockRequest {
     /// A request.
     pub fn new(kind: LockKind, volume: VolumeRef, reason: LockReason) -> Self {
-        Self { kind, volume, reason }
+        Self {
+            kind,
+            volume,
+            reason,
+        }
     }
 }
 
@@ -185,7 +189,12 @@ impl Locker {
 
     /// Takes every lock in `reqs` with `lease`, all or none, waiting up to `wait` for
     /// locks held by others to be released.
-    pub async fn acquire(&self, reqs: &[LockRequest], lease: &LeaseId, wait: Duration) -> Result<Vec<HeldLock>, LockError> {
+    pub async fn acquire(
+        &self,
+        reqs: &[LockRequest],
+        lease: &LeaseId,
+        wait: Duration,
+    ) -> Result<Vec<HeldLock>, LockError> {
         let deadline = Instant::now() + wait;
         let now = SystemTime::now();
         let mut items = Vec::with_capacity(reqs.len());
@@ -226,7 +235,8 @@ impl Locker {
             Err(e) => return Err(e.into()),
         }
         loop {
-            let current = futures::future::try_join_all(items.iter().map(|(k, _)| self.kv.get(k))).await?;
+            let current =
+                futures::future::try_join_all(items.iter().map(|(k, _)| self.kv.get(k))).await?;
             let mut ops = Vec::with_capacity(items.len());
             let mut blocked: Option<(Entry, LockHolder)> = None;
             for ((key, want), cur) in items.iter().zip(&current) {
@@ -244,7 +254,12 @@ impl Locker {
                                 // Re-bind our own lock (restart) to the new lease.
                                 let mut rebound = h.clone();
                                 rebound.lease = lease.as_str().to_owned();
-                                ops.push(put_op(key, &rebound, Precondition::Revision(e.mod_rev), lease)?);
+                                ops.push(put_op(
+                                    key,
+                                    &rebound,
+                                    Precondition::Revision(e.mod_rev),
+                                    lease,
+                                )?);
                             }
                         } else if blocked.is_none() {
                             blocked = Some((e.clone(), h));
@@ -256,7 +271,9 @@ impl Locker {
                 match self.kv.txn(ops).await {
                     Ok(_) => return self.read_back(&items).await,
                     Err(KvError::Conflict { .. }) => continue,
-                    Err(KvError::LeaseLost { lease }) => return Err(LockError::LeaseLost { lease }),
+                    Err(KvError::LeaseLost { lease }) => {
+                        return Err(LockError::LeaseLost { lease })
+                    }
                     Err(e) => return Err(e.into()),
                 }
             };
@@ -275,7 +292,11 @@ impl Locker {
     }
 
     /// Takes the locks without waiting.
-    pub async fn try_acquire(&self, reqs: &[LockRequest], lease: &LeaseId) -> Result<Vec<HeldLock>, LockError> {
+    pub async fn try_acquire(
+        &self,
+        reqs: &[LockRequest],
+        lease: &LeaseId,
+    ) -> Result<Vec<HeldLock>, LockError> {
         self.acquire(reqs, lease, Duration::ZERO).await
     }
 
@@ -306,7 +327,11 @@ impl Locker {
                 Ok(None) => return Ok(true),
                 Ok(Some(Err(e))) => return Err(e.into()),
                 Ok(Some(Ok(ev))) => match ev {
-                    WatchEvent::Put(e) if e.key == entry.key && e.create_rev == entry.create_rev => continue,
+                    WatchEvent::Put(e)
+                        if e.key == entry.key && e.create_rev == entry.create_rev =>
+                    {
+                        continue
+                    }
                     WatchEvent::Put(e) if e.key != entry.key => continue,
                     WatchEvent::Delete { key, .. } if key != entry.key => continue,
                     // Deleted, re-created, or a gap: look again.
@@ -336,7 +361,11 @@ impl Locker {
         }
         let mut first_err = None;
         for h in held {
-            match self.kv.delete(&h.key, Precondition::CreateRevision(h.token)).await {
+            match self
+                .kv
+                .delete(&h.key, Precondition::CreateRevision(h.token))
+                .await
+            {
                 Ok(_) => {}
                 Err(KvError::Conflict { current: None, .. }) => {
                     warn!(key = %h.key, "lock was already gone when released");
@@ -346,7 +375,10 @@ impl Locker {
                         Some(e) => Some(Box::new(self.decode(&e)?)),
                         None => None,
                     };
-                    first_err.get_or_insert(LockError::NotHeld { key: h.key.clone(), now });
+                    first_err.get_or_insert(LockError::NotHeld {
+                        key: h.key.clone(),
+                        now,
+                    });
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -355,7 +387,11 @@ impl Locker {
     }
 
     /// The holder of one lock, if any.
-    pub async fn get(&self, kind: LockKind, volume: &VolumeRef) -> Result<Option<LockInfo>, LockError> {
+    pub async fn get(
+        &self,
+        kind: LockKind,
+        volume: &VolumeRef,
+    ) -> Result<Option<LockInfo>, LockError> {
         match self.kv.get(&self.keys.lock(kind, volume)).await? {
             None => Ok(None),
             Some(e) => Ok(Some(LockInfo {
@@ -381,12 +417,20 @@ impl Locker {
 
     /// Removes a volume's locks whoever holds them (`volcli use force-remove`); returns
     /// the holders removed.
-    pub async fn force_remove(&self, volume: &VolumeRef, kinds: &[LockKind]) -> Result<Vec<LockHolder>, LockError> {
+    pub async fn force_remove(
+        &self,
+        volume: &VolumeRef,
+        kinds: &[LockKind],
+    ) -> Result<Vec<LockHolder>, LockError> {
         let mut removed = Vec::new();
         for kind in kinds {
             let key = self.keys.lock(*kind, volume);
             if let Some(e) = self.kv.get(&key).await? {
-                match self.kv.delete(&key, Precondition::Revision(e.mod_rev)).await {
+                match self
+                    .kv
+                    .delete(&key, Precondition::Revision(e.mod_rev))
+                    .await
+                {
                     Ok(true) => {
                         let h = self.decode(&e)?;
                         info!(key = %key, holder = %h.host, "lock force-removed");
@@ -404,7 +448,12 @@ impl Locker {
     }
 }
 
-fn put_op(key: &str, holder: &LockHolder, pre: Precondition, lease: &LeaseId) -> Result<TxnOp, KvError> {
+fn put_op(
+    key: &str,
+    holder: &LockHolder,
+    pre: Precondition,
+    lease: &LeaseId,
+) -> Result<TxnOp, KvError> {
     let value = serde_json::to_vec(holder).map_err(|e| KvError::Invalid {
         reason: format!("cannot encode lock holder: {e}"),
     })?;
@@ -415,4 +464,3 @@ fn put_op(key: &str, holder: &LockHolder, pre: Precondition, lease: &LeaseId) ->
         lease: Some(lease.clone()),
     })
 }
-

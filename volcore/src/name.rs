@@ -85,7 +85,8 @@ fn check(
         return Err(NameError::Empty { what });
     }
     for (at, ch) in s.char_indices() {
-        let ok = ch.is_ascii_alphanumeric() || (at > 0 && (ch == '_' || ch == '-' || extra.contains(&ch)));
+        let ok = ch.is_ascii_alphanumeric()
+            || (at > 0 && (ch == '_' || ch == '-' || extra.contains(&ch)));
         if !ok {
             return Err(NameError::BadChar {
                 what,
@@ -259,7 +260,15 @@ mod tests {
 
     #[test]
     fn accepts_plain_names() {
-        for ok in ["a", "policy1", "my-vol", "my_vol", "A9", "0abc", &"x".repeat(64)] {
+        for ok in [
+            "a",
+            "policy1",
+            "my-vol",
+            "my_vol",
+            "A9",
+            "0abc",
+            &"x".repeat(64),
+        ] {
             PolicyName::new(ok).unwrap();
             VolumeName::new(ok).unwrap();
         }
@@ -273,11 +282,25 @@ mod tests {
             "volume name \"db.1\" contains '.' at byte 2; names start with a letter or digit and contain only letters, digits, '_' and '-'"
         );
         let err = PolicyName::new("a b").unwrap_err();
-        assert!(matches!(err, NameError::BadChar { ch: ' ', at: 1, .. }), "{err}");
+        assert!(
+            matches!(err, NameError::BadChar { ch: ' ', at: 1, .. }),
+            "{err}"
+        );
         let err = PolicyName::new("é").unwrap_err();
-        assert!(matches!(err, NameError::BadChar { ch: 'é', at: 0, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                NameError::BadChar {
+                    ch: 'é', at: 0, ..
+                }
+            ),
+            "{err}"
+        );
         let err = PolicyName::new("-x").unwrap_err();
-        assert!(matches!(err, NameError::BadChar { ch: '-', at: 0, .. }), "{err}");
+        assert!(
+            matches!(err, NameError::BadChar { ch: '-', at: 0, .. }),
+            "{err}"
+        );
         let err = PolicyName::new("a\0").unwrap_err();
         assert!(matches!(err, NameError::BadChar { ch: '\0', .. }), "{err}");
     }
@@ -292,7 +315,15 @@ mod tests {
     #[test]
     fn volume_ref_needs_exactly_one_slash() {
         // volplugin's SplitName cases.
-        for bad in ["foo", "foo/", "/foo/bar", "foo/bar/", "foo/bar/quux", "/", ""] {
+        for bad in [
+            "foo",
+            "foo/",
+            "/foo/bar",
+            "foo/bar/",
+            "foo/bar/quux",
+            "/",
+            "",
+        ] {
             assert!(VolumeRef::parse(bad).is_err(), "{bad:?} accepted");
         }
         let r = VolumeRef::parse("policy-1/vol_2").unwrap();

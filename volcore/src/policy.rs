@@ -251,7 +251,8 @@ impl Backends {
                     field,
                     value: v.to_string(),
                     mount: self.mount.to_string(),
-                    why: "a volume's storage must be created, mounted and snapshotted by one backend",
+                    why:
+                        "a volume's storage must be created, mounted and snapshotted by one backend",
                 });
             }
         }
@@ -291,12 +292,13 @@ struct BackendsDoc {
 
 impl BackendsDoc {
     fn resolve(&self) -> Result<Backends, PolicyError> {
-        let opt = |field: &'static str, v: &Option<String>| -> Result<Option<BackendKind>, PolicyError> {
-            match v.as_deref() {
-                None | Some("") => Ok(None),
-                Some(s) => BackendKind::parse(field, s).map(Some),
-            }
-        };
+        let opt =
+            |field: &'static str, v: &Option<String>| -> Result<Option<BackendKind>, PolicyError> {
+                match v.as_deref() {
+                    None | Some("") => Ok(None),
+                    Some(s) => BackendKind::parse(field, s).map(Some),
+                }
+            };
         let mount = opt("backends.mount", &self.mount)?.ok_or(PolicyError::NoMountBackend {
             known: KNOWN_BACKENDS,
         })?;
@@ -453,7 +455,9 @@ fn parse_go_duration(s: &str) -> Result<Duration, String> {
         if num.is_empty() {
             return Err("expected a number; write e.g. 30m, 2s or 1h30m".into());
         }
-        let value: f64 = num.parse().map_err(|_| format!("{num:?} is not a number"))?;
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("{num:?} is not a number"))?;
         let u_end = tail
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());
@@ -477,7 +481,11 @@ fn parse_go_duration(s: &str) -> Result<Duration, String> {
                     num.parse::<f64>().unwrap_or(1.0) * 168.0
                 ))
             }
-            other => return Err(format!("unknown unit {other:?}; units are ns, us, ms, s, m, h")),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?}; units are ns, us, ms, s, m, h"
+                ))
+            }
         };
         total += value * secs;
         rest = next;
@@ -735,7 +743,8 @@ impl Policy {
         for k in self.filesystems.keys() {
             let ok = !k.is_empty()
                 && k.len() <= 64
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !ok {
                 return Err(PolicyError::BadFilesystemName { name: k.clone() });
             }
@@ -755,7 +764,12 @@ impl Policy {
             if !self.filesystems.contains_key(&self.create.filesystem) {
                 return Err(PolicyError::UnknownFilesystem {
                     fs: self.create.filesystem.clone(),
-                    known: self.filesystems.keys().cloned().collect::<Vec<_>>().join(", "),
+                    known: self
+                        .filesystems
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -778,7 +792,9 @@ impl Policy {
                 None => {
                     return Err(PolicyError::DriverParam {
                         key: "pool".into(),
-                        problem: "the ceph backend needs a pool; set \"driver\": {\"pool\": \"rbd\"}".into(),
+                        problem:
+                            "the ceph backend needs a pool; set \"driver\": {\"pool\": \"rbd\"}"
+                                .into(),
                     })
                 }
                 Some(pool) => check_identifier("pool", pool)?,
@@ -822,7 +838,8 @@ impl Serialize for Policy {
 impl<'de> Deserialize<'de> for Policy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let doc = PolicyDoc::deserialize(d)?;
-        let name = PolicyName::new(doc.name.clone().unwrap_or_default()).map_err(serde::de::Error::custom)?;
+        let name = PolicyName::new(doc.name.clone().unwrap_or_default())
+            .map_err(serde::de::Error::custom)?;
         Self::from_doc(name, doc).map_err(serde::de::Error::custom)
     }
 }
@@ -841,7 +858,8 @@ mod tests {
 
     #[test]
     fn backend_shortcut_expands() {
-        let p = parse(r#"{"backend":"ceph","driver":{"pool":"rbd"},"create":{"size":"10MB"}}"#).unwrap();
+        let p = parse(r#"{"backend":"ceph","driver":{"pool":"rbd"},"create":{"size":"10MB"}}"#)
+            .unwrap();
         assert_eq!(p.backends, Backends::expand(BackendKind::Ceph));
         let p = parse(r#"{"backend":"nfs"}"#).unwrap();
         assert_eq!(p.backends.crud, None);
@@ -859,24 +877,40 @@ mod tests {
         let e = parse(r#"{}"#).unwrap_err().to_string();
         assert!(e.contains("names no backend"), "{e}");
         let e = parse(r#"{"backend":"gluster"}"#).unwrap_err().to_string();
-        assert_eq!(e, "unknown backend \"gluster\" in backend; known backends: ceph, nfs, local, null");
-        let e = parse(r#"{"backends":{"crud":"ceph"}}"#).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown backend \"gluster\" in backend; known backends: ceph, nfs, local, null"
+        );
+        let e = parse(r#"{"backends":{"crud":"ceph"}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("backends.mount is required"), "{e}");
-        let e = parse(r#"{"backends":{"crud":"ceph","mount":"nfs"}}"#).unwrap_err().to_string();
-        assert!(e.contains("backends.crud is \"ceph\" but backends.mount is \"nfs\""), "{e}");
+        let e = parse(r#"{"backends":{"crud":"ceph","mount":"nfs"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("backends.crud is \"ceph\" but backends.mount is \"nfs\""),
+            "{e}"
+        );
         let e = parse(r#"{"backend":""}"#).unwrap_err().to_string();
         assert!(e.contains("names no backend"), "{e}");
     }
 
     #[test]
     fn size_rules() {
-        let e = parse(r#"{"backend":"local","create":{"size":"0"}}"#).unwrap_err().to_string();
+        let e = parse(r#"{"backend":"local","create":{"size":"0"}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs at least 1MB"), "{e}");
         let e = parse(r#"{"backend":"local"}"#).unwrap_err().to_string();
         assert!(e.contains("create.size is 0"), "{e}");
-        let e = parse(r#"{"backend":"local","create":{"size":"500KB"}}"#).unwrap_err().to_string();
+        let e = parse(r#"{"backend":"local","create":{"size":"500KB"}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("500kB"), "{e}");
-        let e = parse(r#"{"backend":"local","create":{"size":"lots"}}"#).unwrap_err().to_string();
+        let e = parse(r#"{"backend":"local","create":{"size":"lots"}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("create.size: \"lots\" is not a size"), "{e}");
         // Blank size with a mount-only backend is fine.
         parse(r#"{"backend":"nfs","create":{"size":""}}"#).unwrap();
@@ -890,14 +924,19 @@ mod tests {
         let e = parse(r#"{"backend":"local","create":{"size":"10MB","filesystem":"btrfs"}}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("filesystem \"btrfs\" is not defined in the policy's filesystems (ext4)"), "{e}");
+        assert!(
+            e.contains("filesystem \"btrfs\" is not defined in the policy's filesystems (ext4)"),
+            "{e}"
+        );
         let e = parse(r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":" "}}"#)
             .unwrap_err()
             .to_string();
         assert!(e.contains("is empty"), "{e}");
-        let e = parse(r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":"x","a b":"y"}}"#)
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":"x","a b":"y"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("filesystem name \"a b\""), "{e}");
     }
 
@@ -913,7 +952,9 @@ mod tests {
 
     #[test]
     fn ceph_needs_a_pool() {
-        let e = parse(r#"{"backend":"ceph","create":{"size":"10MB"}}"#).unwrap_err().to_string();
+        let e = parse(r#"{"backend":"ceph","create":{"size":"10MB"}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs a pool"), "{e}");
         let e = parse(r#"{"backend":"ceph","driver":{"pool":"../x"},"create":{"size":"10MB"}}"#)
             .unwrap_err()
@@ -923,7 +964,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_named() {
-        let e = parse(r#"{"backend":"nfs","unlockd":true}"#).unwrap_err().to_string();
+        let e = parse(r#"{"backend":"nfs","unlockd":true}"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `unlockd`"), "{e}");
         let e = parse(r#"{"backend":"nfs","runtime":{"snapshot":{"frequncy":"1m"}}}"#)
             .unwrap_err()
@@ -933,8 +976,13 @@ mod tests {
 
     #[test]
     fn name_must_agree() {
-        let e = parse(r#"{"name":"other","backend":"nfs"}"#).unwrap_err().to_string();
-        assert!(e.contains("named \"other\" but is uploaded as \"p\""), "{e}");
+        let e = parse(r#"{"name":"other","backend":"nfs"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("named \"other\" but is uploaded as \"p\""),
+            "{e}"
+        );
         parse(r#"{"name":"p","backend":"nfs"}"#).unwrap();
     }
 
@@ -942,19 +990,48 @@ mod tests {
     fn runtime_rules() {
         for (json, want) in [
             (r#"{"snapshots":true}"#, "snapshot.frequency is missing"),
-            (r#"{"snapshots":true,"snapshot":{"frequency":"1m"}}"#, "keep must be at least 1"),
-            (r#"{"snapshots":true,"snapshot":{"frequency":"10d","keep":1}}"#, "write 240h"),
-            (r#"{"snapshots":true,"snapshot":{"frequency":"0s","keep":1}}"#, "zero frequency"),
-            (r#"{"snapshots":true,"snapshot":{"frequency":"0","keep":1}}"#, "zero frequency"),
-            (r#"{"snapshots":true,"snapshot":{"frequency":"10","keep":1}}"#, "missing unit"),
-            (r#"{"snapshots":true,"snapshot":{"frequency":"100ms","keep":1}}"#, "1s minimum"),
-            (r#"{"snapshots":true,"snapshot":{"frequency":"5x","keep":1}}"#, "unknown unit"),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"1m"}}"#,
+                "keep must be at least 1",
+            ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"10d","keep":1}}"#,
+                "write 240h",
+            ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"0s","keep":1}}"#,
+                "zero frequency",
+            ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"0","keep":1}}"#,
+                "zero frequency",
+            ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"10","keep":1}}"#,
+                "missing unit",
+            ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"100ms","keep":1}}"#,
+                "1s minimum",
+            ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"5x","keep":1}}"#,
+                "unknown unit",
+            ),
         ] {
-            let e = RuntimeOptions::from_json(json.as_bytes()).unwrap_err().to_string();
+            let e = RuntimeOptions::from_json(json.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{json}: {e}");
         }
-        let r = RuntimeOptions::from_json(br#"{"snapshots":true,"snapshot":{"frequency":"1h30m","keep":3}}"#).unwrap();
-        assert_eq!(r.snapshot.frequency.unwrap().every(), Duration::from_secs(5400));
+        let r = RuntimeOptions::from_json(
+            br#"{"snapshots":true,"snapshot":{"frequency":"1h30m","keep":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.snapshot.frequency.unwrap().every(),
+            Duration::from_secs(5400)
+        );
         // Disabled snapshots need nothing else.
         RuntimeOptions::from_json(br#"{"snapshots":false}"#).unwrap();
     }

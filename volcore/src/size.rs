@@ -91,7 +91,11 @@ impl Size {
             .unwrap_or(s.len());
         let (num, unit) = s.split_at(num_end);
         let unit = unit.trim_start_matches(' ');
-        if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1 {
+        if num.is_empty()
+            || num.starts_with('.')
+            || num.ends_with('.')
+            || num.matches('.').count() > 1
+        {
             return Err(bad());
         }
         let mult = unit_multiplier(unit).ok_or_else(bad)?;
@@ -143,7 +147,11 @@ impl fmt::Display for Size {
         }
         for (name, mult) in DECIMAL.iter().chain(BINARY.iter()) {
             if self.0 % mult == 0 {
-                let unit = if *name == "k" { "kB".to_owned() } else { format!("{name}B") };
+                let unit = if *name == "k" {
+                    "kB".to_owned()
+                } else {
+                    format!("{name}B")
+                };
                 return write!(f, "{}{unit}", self.0 / mult);
             }
         }
@@ -226,7 +234,9 @@ mod tests {
         assert_eq!(Size::parse("4096").unwrap().bytes(), 4096);
         assert_eq!(Size::parse("4096B").unwrap().bytes(), 4096);
         assert_eq!(Size::parse("2k").unwrap().bytes(), 2000);
-        for bad in ["1..5MB", ".5MB", "5.MB", "-1MB", "10 XB", "10MBB", "MB", "1e9"] {
+        for bad in [
+            "1..5MB", ".5MB", "5.MB", "-1MB", "10 XB", "10MBB", "MB", "1e9",
+        ] {
             assert!(Size::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(matches!(
@@ -249,8 +259,14 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(2 * 86400));
-        assert_eq!(parse_duration("1w").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            Duration::from_secs(2 * 86400)
+        );
+        assert_eq!(
+            parse_duration("1w").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert!(parse_duration("soon").is_err());
     }
 

@@ -79,7 +79,8 @@ impl Volume {
                 return Err(PolicyError::BadOption {
                     key: "mount".into(),
                     value: String::new(),
-                    expected: "NFS volumes need the export to mount: add --opt mount=host:/path".into(),
+                    expected: "NFS volumes need the export to mount: add --opt mount=host:/path"
+                        .into(),
                 })
             }
             (BackendKind::Nfs, Some(_)) => {}
@@ -87,7 +88,9 @@ impl Volume {
                 return Err(PolicyError::BadOption {
                     key: "mount".into(),
                     value: m.clone(),
-                    expected: format!("only NFS volumes take a mount source; this policy's backend is {other}"),
+                    expected: format!(
+                        "only NFS volumes take a mount source; this policy's backend is {other}"
+                    ),
                 })
             }
             _ => {}
@@ -139,7 +142,12 @@ fn parse_u64(key: &str, v: &str) -> Result<u64, PolicyError> {
     })
 }
 
-fn apply_option(p: &mut Policy, mount: &mut Option<String>, key: &str, value: &str) -> Result<(), PolicyError> {
+fn apply_option(
+    p: &mut Policy,
+    mount: &mut Option<String>,
+    key: &str,
+    value: &str,
+) -> Result<(), PolicyError> {
     match key {
         "size" => {
             p.create.size = Size::parse(value).map_err(|e| PolicyError::BadOption {
@@ -152,11 +160,12 @@ fn apply_option(p: &mut Policy, mount: &mut Option<String>, key: &str, value: &s
         "unlocked" => p.unlocked = parse_bool(key, value)?,
         "snapshots" => p.runtime.snapshots = parse_bool(key, value)?,
         "snapshots.frequency" => {
-            p.runtime.snapshot.frequency = Some(Frequency::parse(value).map_err(|e| PolicyError::BadOption {
-                key: key.into(),
-                value: value.into(),
-                expected: e.to_string(),
-            })?);
+            p.runtime.snapshot.frequency =
+                Some(Frequency::parse(value).map_err(|e| PolicyError::BadOption {
+                    key: key.into(),
+                    value: value.into(),
+                    expected: e.to_string(),
+                })?);
         }
         "snapshots.keep" => {
             let n = parse_u64(key, value)?;
@@ -173,7 +182,9 @@ fn apply_option(p: &mut Policy, mount: &mut Option<String>, key: &str, value: &s
         "mount" => {
             let ok = value.contains(":/")
                 && !value.starts_with(':')
-                && value.chars().all(|c| !c.is_whitespace() && !c.is_control() && c != ',');
+                && value
+                    .chars()
+                    .all(|c| !c.is_whitespace() && !c.is_control() && c != ',');
             if !ok {
                 return Err(PolicyError::BadOption {
                     key: key.into(),
@@ -193,7 +204,6 @@ fn apply_option(p: &mut Policy, mount: &mut Option<String>, key: &str, value: &s
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,7 +214,10 @@ mod tests {
     }
 
     fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     const CEPH: &str = r#"{"backend":"ceph","driver":{"pool":"rbd"},"create":{"size":"10MB","filesystem":"ext4"},
@@ -213,7 +226,13 @@ mod tests {
     #[test]
     fn volume_copies_policy() {
         let p = policy(CEPH);
-        let v = Volume::from_policy(&p, VolumeName::new("test").unwrap(), &BTreeMap::new(), SystemTime::UNIX_EPOCH).unwrap();
+        let v = Volume::from_policy(
+            &p,
+            VolumeName::new("test").unwrap(),
+            &BTreeMap::new(),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
         assert_eq!(v.reference().to_string(), "policy1/test");
         assert_eq!(v.create, p.create);
         assert_eq!(v.runtime, p.runtime);
@@ -234,27 +253,62 @@ mod tests {
             ("rate-limit.read.bps", "120000"),
             ("unlocked", "true"),
         ]);
-        let v = Volume::from_policy(&p, VolumeName::new("v").unwrap(), &o, SystemTime::UNIX_EPOCH).unwrap();
+        let v = Volume::from_policy(
+            &p,
+            VolumeName::new("v").unwrap(),
+            &o,
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
         assert_eq!(v.create.size.bytes(), 200_000_000);
-        assert_eq!(v.runtime.snapshot.frequency.as_ref().unwrap().every(), Duration::from_secs(6000));
+        assert_eq!(
+            v.runtime.snapshot.frequency.as_ref().unwrap().every(),
+            Duration::from_secs(6000)
+        );
         assert_eq!(v.runtime.rate_limit.write_bps, 100_000);
         assert_eq!(v.runtime.rate_limit.read_bps, 120_000);
         assert!(v.unlocked);
-        let v = Volume::from_policy(&p, VolumeName::new("v").unwrap(), &opts(&[("snapshots", "false")]), SystemTime::UNIX_EPOCH).unwrap();
+        let v = Volume::from_policy(
+            &p,
+            VolumeName::new("v").unwrap(),
+            &opts(&[("snapshots", "false")]),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
         assert!(!v.runtime.snapshots);
     }
 
     #[test]
     fn unknown_option_names_accepted_keys() {
         let p = policy(CEPH);
-        let e = Volume::from_policy(&p, VolumeName::new("v").unwrap(), &opts(&[("quux", "1")]), SystemTime::UNIX_EPOCH)
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("unknown option \"quux\"; accepted options: size, filesystem, unlocked"), "{e}");
-        let e = Volume::from_policy(&p, VolumeName::new("v").unwrap(), &opts(&[("", "1")]), SystemTime::UNIX_EPOCH).unwrap_err();
+        let e = Volume::from_policy(
+            &p,
+            VolumeName::new("v").unwrap(),
+            &opts(&[("quux", "1")]),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("unknown option \"quux\"; accepted options: size, filesystem, unlocked"),
+            "{e}"
+        );
+        let e = Volume::from_policy(
+            &p,
+            VolumeName::new("v").unwrap(),
+            &opts(&[("", "1")]),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap_err();
         assert!(matches!(e, PolicyError::UnknownOption { .. }));
         // `pool` is not overridable (volplugin's old docs said it was).
-        let e = Volume::from_policy(&p, VolumeName::new("v").unwrap(), &opts(&[("pool", "x")]), SystemTime::UNIX_EPOCH).unwrap_err();
+        let e = Volume::from_policy(
+            &p,
+            VolumeName::new("v").unwrap(),
+            &opts(&[("pool", "x")]),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap_err();
         assert!(matches!(e, PolicyError::UnknownOption { .. }));
     }
 
@@ -270,9 +324,14 @@ mod tests {
             ("filesystem", "zfs", "not defined"),
             ("mount", "host:/x", "only NFS volumes"),
         ] {
-            let e = Volume::from_policy(&p, VolumeName::new("v").unwrap(), &opts(&[(k, v)]), SystemTime::UNIX_EPOCH)
-                .unwrap_err()
-                .to_string();
+            let e = Volume::from_policy(
+                &p,
+                VolumeName::new("v").unwrap(),
+                &opts(&[(k, v)]),
+                SystemTime::UNIX_EPOCH,
+            )
+            .unwrap_err()
+            .to_string();
             assert!(e.contains(want), "{k}={v}: {e}");
         }
     }
@@ -280,11 +339,29 @@ mod tests {
     #[test]
     fn nfs_needs_mount() {
         let p = policy(r#"{"backend":"nfs"}"#);
-        let e = Volume::from_policy(&p, VolumeName::new("v").unwrap(), &BTreeMap::new(), SystemTime::UNIX_EPOCH).unwrap_err();
+        let e = Volume::from_policy(
+            &p,
+            VolumeName::new("v").unwrap(),
+            &BTreeMap::new(),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("mount=host:/path"), "{e}");
-        let v = Volume::from_policy(&p, VolumeName::new("v").unwrap(), &opts(&[("mount", "10.0.0.1:/volplugin/p/v")]), SystemTime::UNIX_EPOCH).unwrap();
+        let v = Volume::from_policy(
+            &p,
+            VolumeName::new("v").unwrap(),
+            &opts(&[("mount", "10.0.0.1:/volplugin/p/v")]),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
         assert_eq!(v.mount.as_deref(), Some("10.0.0.1:/volplugin/p/v"));
-        let e = Volume::from_policy(&p, VolumeName::new("v").unwrap(), &opts(&[("mount", "/mnt")]), SystemTime::UNIX_EPOCH).unwrap_err();
+        let e = Volume::from_policy(
+            &p,
+            VolumeName::new("v").unwrap(),
+            &opts(&[("mount", "/mnt")]),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("host:/path"), "{e}");
     }
 
@@ -292,9 +369,13 @@ mod tests {
     fn record_json_round_trip() {
         let p = policy(CEPH);
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        let v = Volume::from_policy(&p, VolumeName::new("v").unwrap(), &BTreeMap::new(), t).unwrap();
+        let v =
+            Volume::from_policy(&p, VolumeName::new("v").unwrap(), &BTreeMap::new(), t).unwrap();
         let json = serde_json::to_string(&v).unwrap();
-        assert!(json.contains("\"created_at\":\"2023-11-14T22:13:20.123Z\""), "{json}");
+        assert!(
+            json.contains("\"created_at\":\"2023-11-14T22:13:20.123Z\""),
+            "{json}"
+        );
         let back: Volume = serde_json::from_str(&json).unwrap();
         assert_eq!(back, v);
     }

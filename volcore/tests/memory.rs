@@ -1,5 +1,7 @@
 //! The KV and lock suites against the in-memory store.
 
+#![allow(clippy::unwrap_used)] // tests fail by panicking
+
 use std::sync::Arc;
 
 use volcore::testing::KvCaps;

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
-    Entry, KvError, KvStore, LeaseId, Precondition, PutOpts, Revision, TxnOp, TxnOutcome, WatchEvent, WatchStream,
+    Entry, KvError, KvStore, LeaseId, Precondition, PutOpts, Revision, TxnOp, TxnOutcome,
+    WatchEvent, WatchStream,
 };
 
 /// One durable change, handed to a [`Journal`] before it becomes visible.
@@ -101,13 +102,20 @@ impl MemKv {
         revision: Revision,
         entries: Vec<Entry>,
     ) -> Result<Self, KvError> {
-        let (stale, live): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| e.lease.is_some());
+        let (stale, live): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.lease.is_some());
         let mut rev = revision;
         if !stale.is_empty() {
             rev += 1;
-            let changes: Vec<Change> = stale.iter().map(|e| Change::Delete(e.key.clone())).collect();
+            let changes: Vec<Change> = stale
+                .iter()
+                .map(|e| Change::Delete(e.key.clone()))
+                .collect();
             journal.commit(rev, &changes)?;
-            tracing::info!(keys = stale.len(), "dropped keys of leases from before the restart");
+            tracing::info!(
+                keys = stale.len(),
+                "dropped keys of leases from before the restart"
+            );
         }
         Ok(Self::build(name, Some(journal), rev, live, DEFAULT_HISTORY))
     }
@@ -165,14 +173,25 @@ fn rand_u32() -> u32 {
 }
 
 enum Write {
-    Put { key: String, value: Vec<u8>, lease: Option<LeaseId> },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Delete {
+        key: String,
+    },
 }
 
 impl Inner {
     /// Checks preconditions, then applies writes as one revision. Returns the new
     /// revision and, per write, whether a delete removed something.
-    fn commit(&self, st: &mut State, checks: &[(String, Precondition)], writes: Vec<Write>) -> Result<(Revision, Vec<bool>), KvError> {
+    fn commit(
+        &self,
+        st: &mut State,
+        checks: &[(String, Precondition)],
+        writes: Vec<Write>,
+    ) -> Result<(Revision, Vec<bool>), KvError> {
         for (key, pre) in checks {
             let cur = st.data.get(key);
             if !pre.holds(cur) {
@@ -187,7 +206,11 @@ impl Inner {
             let k = match w {
                 Write::Put { key, lease, .. } => {
                     if let Some(l) = lease {
-                        if !st.leases.get(l.as_str()).is_some_and(|i| Instant::now() < i.deadline) {
+                        if st
+                            .leases
+                            .get(l.as_str())
+                            .is_none_or(|i| Instant::now() >= i.deadline)
+                        {
                             return Err(KvError::LeaseLost { lease: l.clone() });
                         }
                     }
@@ -304,13 +327,21 @@ impl Inner {
 
     fn expire(&self, lease: &str) {
         let mut st = lock_state(self);
-        let Some(info) = st.leases.get(lease) else { return };
+        let Some(info) = st.leases.get(lease) else {
+            return;
+        };
         if Instant::now() < info.deadline {
             return;
         }
-        let Some(info) = st.leases.remove(lease) else { return };
+        let Some(info) = st.leases.remove(lease) else {
+            return;
+        };
         tracing::debug!(lease, keys = info.keys.len(), "lease expired");
-        let writes = info.keys.into_iter().map(|key| Write::Delete { key }).collect();
+        let writes = info
+            .keys
+            .into_iter()
+            .map(|key| Write::Delete { key })
+            .collect();
         if let Err(e) = self.commit(&mut st, &[], writes) {
             tracing::error!(lease, error = %e, "could not delete the keys of an expired lease");
         }
@@ -382,16 +413,27 @@ impl KvStore for MemKv {
 
     async fn delete(&self, key: &str, pre: Precondition) -> Result<bool, KvError> {
         let mut st = self.lock();
-        let (_, deleted) = self.inner.commit(&mut st, &[(key.to_owned(), pre)], vec![Write::Delete { key: key.to_owned() }])?;
+        let (_, deleted) = self.inner.commit(
+            &mut st,
+            &[(key.to_owned(), pre)],
+            vec![Write::Delete {
+                key: key.to_owned(),
+            }],
+        )?;
         Ok(deleted.first().copied().unwrap_or(false))
     }
 
     async fn txn(&self, ops: Vec<TxnOp>) -> Result<TxnOutcome, KvError> {
-        let checks: Vec<(String, Precondition)> = ops.iter().map(|op| (op.key().to_owned(), op.precondition())).collect();
+        let checks: Vec<(String, Precondition)> = ops
+            .iter()
+            .map(|op| (op.key().to_owned(), op.precondition()))
+            .collect();
         let writes = ops
             .into_iter()
             .filter_map(|op| match op {
-                TxnOp::Put { key, value, lease, .. } => Some(Write::Put { key, value, lease }),
+                TxnOp::Put {
+                    key, value, lease, ..
+                } => Some(Write::Put { key, value, lease }),
                 TxnOp::Delete { key, .. } => Some(Write::Delete { key }),
                 TxnOp::Check { .. } => None,
             })
@@ -438,7 +480,10 @@ impl KvStore for MemKv {
         let mut st = self.lock();
         if revision > st.rev {
             return Err(KvError::Invalid {
-                reason: format!("cannot compact to {revision}: the store is at revision {}", st.rev),
+                reason: format!(
+                    "cannot compact to {revision}: the store is at revision {}",
+                    st.rev
+                ),
             });
         }
         while st.history.front().is_some_and(|(r, _)| *r <= revision) {
@@ -491,7 +536,11 @@ impl KvStore for MemKv {
         let Some(info) = st.leases.remove(id.as_str()) else {
             return Err(KvError::LeaseLost { lease: id.clone() });
         };
-        let writes = info.keys.into_iter().map(|key| Write::Delete { key }).collect();
+        let writes = info
+            .keys
+            .into_iter()
+            .map(|key| Write::Delete { key })
+            .collect();
         self.inner.commit(&mut st, &[], writes)?;
         Ok(())
     }

@@ -315,7 +315,10 @@ pub trait KvStore: Send + Sync + fmt::Debug + 'static {
 #[async_trait]
 pub trait KvStoreExt: KvStore {
     /// Reads and decodes a JSON value; `Ok(None)` if absent.
-    async fn get_json<T: DeserializeOwned + Send>(&self, key: &str) -> Result<Option<(T, Entry)>, KvError> {
+    async fn get_json<T: DeserializeOwned + Send>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, Entry)>, KvError> {
         match self.get(key).await? {
             None => Ok(None),
             Some(e) => {
@@ -329,7 +332,12 @@ pub trait KvStoreExt: KvStore {
     }
 
     /// Encodes and writes a JSON value.
-    async fn put_json<T: Serialize + Sync>(&self, key: &str, value: &T, opts: PutOpts) -> Result<Revision, KvError> {
+    async fn put_json<T: Serialize + Sync>(
+        &self,
+        key: &str,
+        value: &T,
+        opts: PutOpts,
+    ) -> Result<Revision, KvError> {
         let bytes = serde_json::to_vec(value).map_err(|e| KvError::Invalid {
             reason: format!("cannot encode value for {key}: {e}"),
         })?;

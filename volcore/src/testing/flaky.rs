@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::kv::{Entry, KvError, KvStore, LeaseId, Precondition, PutOpts, Revision, TxnOp, TxnOutcome, WatchStream};
+use crate::kv::{
+    Entry, KvError, KvStore, LeaseId, Precondition, PutOpts, Revision, TxnOp, TxnOutcome,
+    WatchStream,
+};
 
 /// A store wrapper whose lease renewals can be made to hang or fail.
 #[derive(Debug, Clone)]

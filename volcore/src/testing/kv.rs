@@ -75,7 +75,10 @@ fn event_rev(ev: &WatchEvent) -> u64 {
 pub async fn put_get_delete(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     let k = format!("{ns}k");
     assert_eq!(kv.get(&k).await.unwrap(), None);
-    let rev = kv.put(&k, b"v1".to_vec(), PutOpts::default()).await.unwrap();
+    let rev = kv
+        .put(&k, b"v1".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
     let e = kv.get(&k).await.unwrap().expect("key written");
     assert_eq!(e.key, k);
     assert_eq!(e.value, b"v1");
@@ -85,7 +88,10 @@ pub async fn put_get_delete(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     assert!(kv.revision().await.unwrap() >= rev);
     assert!(kv.delete(&k, Precondition::Any).await.unwrap());
     assert_eq!(kv.get(&k).await.unwrap(), None);
-    assert!(!kv.delete(&k, Precondition::Any).await.unwrap(), "second delete reports nothing deleted");
+    assert!(
+        !kv.delete(&k, Precondition::Any).await.unwrap(),
+        "second delete reports nothing deleted"
+    );
 }
 
 /// An update keeps the create revision and advances the mod revision.
@@ -95,24 +101,46 @@ pub async fn update_keeps_create_revision(kv: Arc<dyn KvStore>, ns: &str, _caps:
     let r2 = kv.put(&k, b"b".to_vec(), PutOpts::default()).await.unwrap();
     assert!(r2 > r1);
     let e = kv.get(&k).await.unwrap().unwrap();
-    assert_eq!((e.create_rev, e.mod_rev, e.value.as_slice()), (r1, r2, &b"b"[..]));
+    assert_eq!(
+        (e.create_rev, e.mod_rev, e.value.as_slice()),
+        (r1, r2, &b"b"[..])
+    );
 }
 
 /// A directory listing does not bleed into siblings that share a prefix.
 pub async fn list_prefix_no_bleed(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     for k in ["a/b", "a/bc", "a/b/c", "a/b/d", "a/c"] {
-        kv.put(&format!("{ns}{k}"), k.as_bytes().to_vec(), PutOpts::default()).await.unwrap();
+        kv.put(
+            &format!("{ns}{k}"),
+            k.as_bytes().to_vec(),
+            PutOpts::default(),
+        )
+        .await
+        .unwrap();
     }
-    let keys = |v: Vec<crate::kv::Entry>| v.into_iter().map(|e| e.key.trim_start_matches(ns).to_owned()).collect::<Vec<_>>();
-    assert_eq!(keys(kv.list(&format!("{ns}a/b/")).await.unwrap()), vec!["a/b/c", "a/b/d"]);
-    assert_eq!(keys(kv.list(&format!("{ns}a/")).await.unwrap()), vec!["a/b", "a/b/c", "a/b/d", "a/bc", "a/c"]);
+    let keys = |v: Vec<crate::kv::Entry>| {
+        v.into_iter()
+            .map(|e| e.key.trim_start_matches(ns).to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(kv.list(&format!("{ns}a/b/")).await.unwrap()),
+        vec!["a/b/c", "a/b/d"]
+    );
+    assert_eq!(
+        keys(kv.list(&format!("{ns}a/")).await.unwrap()),
+        vec!["a/b", "a/b/c", "a/b/d", "a/bc", "a/c"]
+    );
     assert!(kv.list(&format!("{ns}zzz/")).await.unwrap().is_empty());
 }
 
 /// Create-only puts conflict when the key exists, and change nothing.
 pub async fn put_absent_conflict(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     let k = format!("{ns}k");
-    let r1 = kv.put(&k, b"first".to_vec(), PutOpts::absent()).await.unwrap();
+    let r1 = kv
+        .put(&k, b"first".to_vec(), PutOpts::absent())
+        .await
+        .unwrap();
     match kv.put(&k, b"second".to_vec(), PutOpts::absent()).await {
         Err(KvError::Conflict { key, current }) => {
             assert_eq!(key, k);
@@ -128,15 +156,44 @@ pub async fn put_revision_cas(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     let k = format!("{ns}k");
     let r1 = kv.put(&k, b"1".to_vec(), PutOpts::default()).await.unwrap();
     let r2 = kv
-        .put(&k, b"2".to_vec(), PutOpts { precondition: Precondition::Revision(r1), lease: None })
+        .put(
+            &k,
+            b"2".to_vec(),
+            PutOpts {
+                precondition: Precondition::Revision(r1),
+                lease: None,
+            },
+        )
         .await
         .unwrap();
-    let stale = kv.put(&k, b"3".to_vec(), PutOpts { precondition: Precondition::Revision(r1), lease: None }).await;
-    assert!(matches!(stale, Err(KvError::Conflict { current: Some(c), .. }) if c == r2), "{stale:?}");
-    let missing = kv
-        .put(&format!("{ns}missing"), b"x".to_vec(), PutOpts { precondition: Precondition::Revision(r1), lease: None })
+    let stale = kv
+        .put(
+            &k,
+            b"3".to_vec(),
+            PutOpts {
+                precondition: Precondition::Revision(r1),
+                lease: None,
+            },
+        )
         .await;
-    assert!(matches!(missing, Err(KvError::Conflict { current: None, .. })), "{missing:?}");
+    assert!(
+        matches!(stale, Err(KvError::Conflict { current: Some(c), .. }) if c == r2),
+        "{stale:?}"
+    );
+    let missing = kv
+        .put(
+            &format!("{ns}missing"),
+            b"x".to_vec(),
+            PutOpts {
+                precondition: Precondition::Revision(r1),
+                lease: None,
+            },
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(KvError::Conflict { current: None, .. })),
+        "{missing:?}"
+    );
     assert_eq!(kv.get(&k).await.unwrap().unwrap().value, b"2");
 }
 
@@ -149,28 +206,53 @@ pub async fn delete_preconditions(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps
     assert!(kv.get(&k).await.unwrap().is_some());
     let wrong = kv.delete(&k, Precondition::CreateRevision(r + 1000)).await;
     assert!(matches!(wrong, Err(KvError::Conflict { .. })), "{wrong:?}");
-    assert!(kv.delete(&k, Precondition::CreateRevision(r)).await.unwrap());
+    assert!(kv
+        .delete(&k, Precondition::CreateRevision(r))
+        .await
+        .unwrap());
     let gone = kv.delete(&k, Precondition::Revision(r)).await;
-    assert!(matches!(gone, Err(KvError::Conflict { current: None, .. })), "{gone:?}");
+    assert!(
+        matches!(gone, Err(KvError::Conflict { current: None, .. })),
+        "{gone:?}"
+    );
 }
 
 /// A transaction applies all of its writes or none.
 pub async fn txn_all_or_nothing(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     let (a, b, c) = (format!("{ns}a"), format!("{ns}b"), format!("{ns}c"));
-    kv.put(&b, b"taken".to_vec(), PutOpts::default()).await.unwrap();
-    let put = |k: &str, pre| TxnOp::Put { key: k.to_owned(), value: b"t".to_vec(), pre, lease: None };
-    let res = kv.txn(vec![put(&a, Precondition::Absent), put(&b, Precondition::Absent)]).await;
+    kv.put(&b, b"taken".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
+    let put = |k: &str, pre| TxnOp::Put {
+        key: k.to_owned(),
+        value: b"t".to_vec(),
+        pre,
+        lease: None,
+    };
+    let res = kv
+        .txn(vec![
+            put(&a, Precondition::Absent),
+            put(&b, Precondition::Absent),
+        ])
+        .await;
     match res {
         Err(KvError::Conflict { key, .. }) => assert_eq!(key, b),
         other => panic!("expected Conflict on {b}, got {other:?}"),
     }
-    assert_eq!(kv.get(&a).await.unwrap(), None, "a failed transaction wrote a key");
+    assert_eq!(
+        kv.get(&a).await.unwrap(),
+        None,
+        "a failed transaction wrote a key"
+    );
     assert_eq!(kv.get(&b).await.unwrap().unwrap().value, b"taken");
     let out = kv
         .txn(vec![
             put(&a, Precondition::Absent),
             put(&c, Precondition::Absent),
-            TxnOp::Delete { key: b.clone(), pre: Precondition::Any },
+            TxnOp::Delete {
+                key: b.clone(),
+                pre: Precondition::Any,
+            },
         ])
         .await
         .unwrap();
@@ -184,27 +266,53 @@ pub async fn txn_all_or_nothing(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) 
 /// A check on the create revision fences out a replaced lock holder.
 pub async fn txn_fence_on_create_revision(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     let (lock, data) = (format!("{ns}lock"), format!("{ns}data"));
-    let token = kv.put(&lock, b"me".to_vec(), PutOpts::absent()).await.unwrap();
+    let token = kv
+        .put(&lock, b"me".to_vec(), PutOpts::absent())
+        .await
+        .unwrap();
     // Updating the lock value keeps the token valid.
-    kv.put(&lock, b"me, later".to_vec(), PutOpts::default()).await.unwrap();
+    kv.put(&lock, b"me, later".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
     let write = |v: &[u8]| {
         vec![
-            TxnOp::Check { key: lock.clone(), pre: Precondition::CreateRevision(token) },
-            TxnOp::Put { key: data.clone(), value: v.to_vec(), pre: Precondition::Any, lease: None },
+            TxnOp::Check {
+                key: lock.clone(),
+                pre: Precondition::CreateRevision(token),
+            },
+            TxnOp::Put {
+                key: data.clone(),
+                value: v.to_vec(),
+                pre: Precondition::Any,
+                lease: None,
+            },
         ]
     };
     kv.txn(write(b"fenced write 1")).await.unwrap();
     kv.delete(&lock, Precondition::Any).await.unwrap();
-    kv.put(&lock, b"someone else".to_vec(), PutOpts::absent()).await.unwrap();
+    kv.put(&lock, b"someone else".to_vec(), PutOpts::absent())
+        .await
+        .unwrap();
     let res = kv.txn(write(b"fenced write 2")).await;
-    assert!(matches!(&res, Err(KvError::Conflict { key, .. }) if *key == lock), "{res:?}");
-    assert_eq!(kv.get(&data).await.unwrap().unwrap().value, b"fenced write 1");
+    assert!(
+        matches!(&res, Err(KvError::Conflict { key, .. }) if *key == lock),
+        "{res:?}"
+    );
+    assert_eq!(
+        kv.get(&data).await.unwrap().unwrap().value,
+        b"fenced write 1"
+    );
 }
 
 /// Writing one key twice in a transaction is an invalid request, not a conflict.
 pub async fn txn_duplicate_key_rejected(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     let k = format!("{ns}k");
-    let put = TxnOp::Put { key: k.clone(), value: b"x".to_vec(), pre: Precondition::Any, lease: None };
+    let put = TxnOp::Put {
+        key: k.clone(),
+        value: b"x".to_vec(),
+        pre: Precondition::Any,
+        lease: None,
+    };
     let res = kv.txn(vec![put.clone(), put]).await;
     assert!(matches!(res, Err(KvError::Invalid { .. })), "{res:?}");
     assert_eq!(kv.get(&k).await.unwrap(), None);
@@ -214,9 +322,20 @@ pub async fn txn_duplicate_key_rejected(kv: Arc<dyn KvStore>, ns: &str, _caps: &
 pub async fn txn_only_checks(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     let k = format!("{ns}k");
     let r = kv.put(&k, b"x".to_vec(), PutOpts::default()).await.unwrap();
-    let out = kv.txn(vec![TxnOp::Check { key: k.clone(), pre: Precondition::Revision(r) }]).await.unwrap();
+    let out = kv
+        .txn(vec![TxnOp::Check {
+            key: k.clone(),
+            pre: Precondition::Revision(r),
+        }])
+        .await
+        .unwrap();
     assert!(out.revision >= r);
-    let res = kv.txn(vec![TxnOp::Check { key: k.clone(), pre: Precondition::Absent }]).await;
+    let res = kv
+        .txn(vec![TxnOp::Check {
+            key: k.clone(),
+            pre: Precondition::Absent,
+        }])
+        .await;
     assert!(matches!(res, Err(KvError::Conflict { .. })), "{res:?}");
 }
 
@@ -225,12 +344,24 @@ pub async fn txn_only_checks(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
 pub async fn watch_from_revision_in_order(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     let start = kv.revision().await.unwrap();
     let k = |s: &str| format!("{ns}{s}");
-    kv.put(&k("a"), b"1".to_vec(), PutOpts::default()).await.unwrap();
-    kv.put(&k("b"), b"2".to_vec(), PutOpts::default()).await.unwrap();
+    kv.put(&k("a"), b"1".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
+    kv.put(&k("b"), b"2".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
     kv.delete(&k("a"), Precondition::Any).await.unwrap();
     kv.txn(vec![
-        TxnOp::Put { key: k("c"), value: b"3".to_vec(), pre: Precondition::Any, lease: None },
-        TxnOp::Delete { key: k("b"), pre: Precondition::Any },
+        TxnOp::Put {
+            key: k("c"),
+            value: b"3".to_vec(),
+            pre: Precondition::Any,
+            lease: None,
+        },
+        TxnOp::Delete {
+            key: k("b"),
+            pre: Precondition::Any,
+        },
     ])
     .await
     .unwrap();
@@ -244,42 +375,73 @@ pub async fn watch_from_revision_in_order(kv: Arc<dyn KvStore>, ns: &str, _caps:
         last = r;
         got.push(describe(&ev).replace(ns, ""));
     }
-    assert_eq!(got, vec!["put a 1", "put b 2", "delete a", "put c 3", "delete b"]);
-    kv.put(&k("d"), b"4".to_vec(), PutOpts::default()).await.unwrap();
-    assert_eq!(describe(&next_event(&mut w).await).replace(ns, ""), "put d 4");
+    assert_eq!(
+        got,
+        vec!["put a 1", "put b 2", "delete a", "put c 3", "delete b"]
+    );
+    kv.put(&k("d"), b"4".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        describe(&next_event(&mut w).await).replace(ns, ""),
+        "put d 4"
+    );
 }
 
 /// A watch from now sees only later changes.
 pub async fn watch_from_now(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
-    kv.put(&format!("{ns}old"), b"0".to_vec(), PutOpts::default()).await.unwrap();
+    kv.put(&format!("{ns}old"), b"0".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
     let mut w = kv.watch(ns, None).await.unwrap();
-    kv.put(&format!("{ns}new"), b"1".to_vec(), PutOpts::default()).await.unwrap();
-    assert_eq!(describe(&next_event(&mut w).await).replace(ns, ""), "put new 1");
+    kv.put(&format!("{ns}new"), b"1".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        describe(&next_event(&mut w).await).replace(ns, ""),
+        "put new 1"
+    );
 }
 
 /// A watch sees only its prefix.
 pub async fn watch_prefix_isolation(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     let mut w = kv.watch(&format!("{ns}a/"), None).await.unwrap();
-    kv.put(&format!("{ns}ab"), b"x".to_vec(), PutOpts::default()).await.unwrap();
-    kv.put(&format!("{ns}b/1"), b"x".to_vec(), PutOpts::default()).await.unwrap();
-    kv.put(&format!("{ns}a/1"), b"y".to_vec(), PutOpts::default()).await.unwrap();
-    assert_eq!(describe(&next_event(&mut w).await).replace(ns, ""), "put a/1 y");
+    kv.put(&format!("{ns}ab"), b"x".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
+    kv.put(&format!("{ns}b/1"), b"x".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
+    kv.put(&format!("{ns}a/1"), b"y".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        describe(&next_event(&mut w).await).replace(ns, ""),
+        "put a/1 y"
+    );
 }
 
 /// A watch from a compacted revision reports `Resync`, then continues live.
 pub async fn watch_compaction_resync(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
     let start = kv.revision().await.unwrap();
     for i in 0..3 {
-        kv.put(&format!("{ns}k{i}"), b"x".to_vec(), PutOpts::default()).await.unwrap();
+        kv.put(&format!("{ns}k{i}"), b"x".to_vec(), PutOpts::default())
+            .await
+            .unwrap();
     }
     let now = kv.revision().await.unwrap();
     kv.compact(now).await.unwrap();
     let mut w = kv.watch(ns, Some(start)).await.unwrap();
     match next_event(&mut w).await {
-        WatchEvent::Resync { revision } => assert!(revision >= now, "resync at {revision} before compaction point {now}"),
+        WatchEvent::Resync { revision } => assert!(
+            revision >= now,
+            "resync at {revision} before compaction point {now}"
+        ),
         other => panic!("expected Resync, got {}", describe(&other)),
     }
-    kv.put(&format!("{ns}after"), b"y".to_vec(), PutOpts::default()).await.unwrap();
+    kv.put(&format!("{ns}after"), b"y".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
     loop {
         // Events between compaction and the watch may show up; the new key must.
         let ev = next_event(&mut w).await;
@@ -294,10 +456,19 @@ pub async fn lease_grant_keepalive_revoke(kv: Arc<dyn KvStore>, _ns: &str, caps:
     let ttl = caps.min_ttl * 2;
     let id = kv.lease_grant(ttl).await.unwrap();
     let got = kv.lease_keepalive(&id).await.unwrap();
-    assert!(got >= ttl - Duration::from_secs(1), "keepalive returned ttl {got:?} for {ttl:?}");
+    assert!(
+        got >= ttl - Duration::from_secs(1),
+        "keepalive returned ttl {got:?} for {ttl:?}"
+    );
     kv.lease_revoke(&id).await.unwrap();
-    assert!(matches!(kv.lease_keepalive(&id).await, Err(KvError::LeaseLost { .. })));
-    assert!(matches!(kv.lease_revoke(&id).await, Err(KvError::LeaseLost { .. })));
+    assert!(matches!(
+        kv.lease_keepalive(&id).await,
+        Err(KvError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        kv.lease_revoke(&id).await,
+        Err(KvError::LeaseLost { .. })
+    ));
 }
 
 /// Renewals keep a lease and its keys alive past several TTLs.
@@ -305,13 +476,19 @@ pub async fn lease_keepalive_extends(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCa
     let ttl = caps.min_ttl;
     let id = kv.lease_grant(ttl).await.unwrap();
     let k = format!("{ns}k");
-    kv.put(&k, b"x".to_vec(), PutOpts::default().with_lease(id.clone())).await.unwrap();
+    kv.put(&k, b"x".to_vec(), PutOpts::default().with_lease(id.clone()))
+        .await
+        .unwrap();
     let until = Instant::now() + ttl * 3;
     while Instant::now() < until {
         tokio::time::sleep(ttl / 4).await;
         kv.lease_keepalive(&id).await.unwrap();
     }
-    let e = kv.get(&k).await.unwrap().expect("a renewed lease's key stays");
+    let e = kv
+        .get(&k)
+        .await
+        .unwrap()
+        .expect("a renewed lease's key stays");
     assert_eq!(e.lease.as_ref(), Some(&id));
     kv.lease_revoke(&id).await.unwrap();
 }
@@ -322,12 +499,25 @@ pub async fn lease_expiry_deletes_keys(kv: Arc<dyn KvStore>, ns: &str, caps: &Kv
     let id = kv.lease_grant(ttl).await.unwrap();
     let granted = Instant::now();
     let (k1, k2, plain) = (format!("{ns}k1"), format!("{ns}k2"), format!("{ns}plain"));
-    kv.put(&k1, b"x".to_vec(), PutOpts::default().with_lease(id.clone())).await.unwrap();
-    kv.put(&k2, b"y".to_vec(), PutOpts::absent().with_lease(id.clone())).await.unwrap();
-    kv.put(&plain, b"z".to_vec(), PutOpts::default()).await.unwrap();
+    kv.put(
+        &k1,
+        b"x".to_vec(),
+        PutOpts::default().with_lease(id.clone()),
+    )
+    .await
+    .unwrap();
+    kv.put(&k2, b"y".to_vec(), PutOpts::absent().with_lease(id.clone()))
+        .await
+        .unwrap();
+    kv.put(&plain, b"z".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
     let mut w = kv.watch(ns, None).await.unwrap();
     tokio::time::sleep(ttl / 2).await;
-    assert!(kv.get(&k1).await.unwrap().is_some(), "key gone before its lease's TTL");
+    assert!(
+        kv.get(&k1).await.unwrap().is_some(),
+        "key gone before its lease's TTL"
+    );
     let mut deleted = Vec::new();
     while deleted.len() < 2 {
         match next_event(&mut w).await {
@@ -338,21 +528,40 @@ pub async fn lease_expiry_deletes_keys(kv: Arc<dyn KvStore>, ns: &str, caps: &Kv
     let took = granted.elapsed();
     deleted.sort();
     assert_eq!(deleted, vec![k1.clone(), k2.clone()]);
-    assert!(took <= ttl + caps.expiry_slack, "keys vanished after {took:?}, TTL {ttl:?}");
+    assert!(
+        took <= ttl + caps.expiry_slack,
+        "keys vanished after {took:?}, TTL {ttl:?}"
+    );
     assert!(kv.get(&k1).await.unwrap().is_none());
-    assert!(kv.get(&plain).await.unwrap().is_some(), "a key without the lease was deleted");
-    assert!(matches!(kv.lease_keepalive(&id).await, Err(KvError::LeaseLost { .. })));
+    assert!(
+        kv.get(&plain).await.unwrap().is_some(),
+        "a key without the lease was deleted"
+    );
+    assert!(matches!(
+        kv.lease_keepalive(&id).await,
+        Err(KvError::LeaseLost { .. })
+    ));
 }
 
 /// Revoking a lease deletes its keys at once.
 pub async fn lease_revoke_deletes_keys(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCaps) {
     let id = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     let k = format!("{ns}k");
-    kv.put(&k, b"x".to_vec(), PutOpts::default().with_lease(id.clone())).await.unwrap();
+    kv.put(&k, b"x".to_vec(), PutOpts::default().with_lease(id.clone()))
+        .await
+        .unwrap();
     // Re-putting without the lease detaches the key from it.
     let detached = format!("{ns}detached");
-    kv.put(&detached, b"x".to_vec(), PutOpts::default().with_lease(id.clone())).await.unwrap();
-    kv.put(&detached, b"y".to_vec(), PutOpts::default()).await.unwrap();
+    kv.put(
+        &detached,
+        b"x".to_vec(),
+        PutOpts::default().with_lease(id.clone()),
+    )
+    .await
+    .unwrap();
+    kv.put(&detached, b"y".to_vec(), PutOpts::default())
+        .await
+        .unwrap();
     kv.lease_revoke(&id).await.unwrap();
     assert_eq!(kv.get(&k).await.unwrap(), None);
     assert_eq!(kv.get(&detached).await.unwrap().unwrap().value, b"y");
@@ -363,10 +572,17 @@ pub async fn put_with_ended_lease_fails(kv: Arc<dyn KvStore>, ns: &str, caps: &K
     let id = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     kv.lease_revoke(&id).await.unwrap();
     let k = format!("{ns}k");
-    let res = kv.put(&k, b"x".to_vec(), PutOpts::default().with_lease(id.clone())).await;
+    let res = kv
+        .put(&k, b"x".to_vec(), PutOpts::default().with_lease(id.clone()))
+        .await;
     assert!(matches!(res, Err(KvError::LeaseLost { .. })), "{res:?}");
     let res = kv
-        .txn(vec![TxnOp::Put { key: k.clone(), value: b"x".to_vec(), pre: Precondition::Absent, lease: Some(id) }])
+        .txn(vec![TxnOp::Put {
+            key: k.clone(),
+            value: b"x".to_vec(),
+            pre: Precondition::Absent,
+            lease: Some(id),
+        }])
         .await;
     assert!(matches!(res, Err(KvError::LeaseLost { .. })), "{res:?}");
     assert_eq!(kv.get(&k).await.unwrap(), None);
@@ -380,7 +596,10 @@ pub async fn race_create_one_winner(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCa
             .map(|i| {
                 let kv = kv.clone();
                 let k = k.clone();
-                tokio::spawn(async move { kv.put(&k, format!("{i}").into_bytes(), PutOpts::absent()).await })
+                tokio::spawn(async move {
+                    kv.put(&k, format!("{i}").into_bytes(), PutOpts::absent())
+                        .await
+                })
             })
             .collect();
         let mut wins = Vec::new();

@@ -64,7 +64,11 @@ fn both(v: &VolumeRef, reason: LockReason) -> Vec<LockRequest> {
 }
 
 fn mount(v: &VolumeRef) -> Vec<LockRequest> {
-    vec![LockRequest::new(LockKind::Mount, v.clone(), LockReason::Mount)]
+    vec![LockRequest::new(
+        LockKind::Mount,
+        v.clone(),
+        LockReason::Mount,
+    )]
 }
 
 /// Take two locks in one call; they are stored with holder, reason and token; release
@@ -73,7 +77,10 @@ pub async fn acquire_release(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCaps) {
     let a = locker(&kv, ns, "host-a");
     let lease = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     let v = vol("p/v");
-    let held = a.acquire(&both(&v, LockReason::Create), &lease, Duration::ZERO).await.unwrap();
+    let held = a
+        .acquire(&both(&v, LockReason::Create), &lease, Duration::ZERO)
+        .await
+        .unwrap();
     assert_eq!(held.len(), 2);
     for h in &held {
         let e = kv.get(&h.key).await.unwrap().expect("lock key");
@@ -89,7 +96,15 @@ pub async fn acquire_release(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCaps) {
     let listed = a.list(None).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(a.list(Some(LockKind::Mount)).await.unwrap().len(), 1);
-    assert_eq!(a.get(LockKind::Op, &v).await.unwrap().unwrap().holder.reason, LockReason::Create);
+    assert_eq!(
+        a.get(LockKind::Op, &v)
+            .await
+            .unwrap()
+            .unwrap()
+            .holder
+            .reason,
+        LockReason::Create
+    );
     a.release(&held).await.unwrap();
     assert!(a.list(None).await.unwrap().is_empty());
     kv.lease_revoke(&lease).await.unwrap();
@@ -109,8 +124,14 @@ pub async fn same_holder_reacquires(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCap
     let err = b.try_acquire(&mount(&v), &lb).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LockError::Held { .. }), "{msg}");
-    assert!(msg.contains("locked (mount lock) by host host-a for Mount since"), "{msg}");
-    assert!(msg.ends_with("if host-a is dead, run: volcli use force-remove p/v"), "{msg}");
+    assert!(
+        msg.contains("locked (mount lock) by host host-a for Mount since"),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with("if host-a is dead, run: volcli use force-remove p/v"),
+        "{msg}"
+    );
     kv.lease_revoke(&la).await.unwrap();
     kv.lease_revoke(&lb).await.unwrap();
 }
@@ -122,11 +143,32 @@ pub async fn all_or_none(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCaps) {
     let la = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     let lb = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     let v = vol("p/v");
-    b.try_acquire(&[LockRequest::new(LockKind::Op, v.clone(), LockReason::Snapshot)], &lb).await.unwrap();
-    let err = a.try_acquire(&both(&v, LockReason::Remove), &la).await.unwrap_err();
-    assert!(matches!(err, LockError::Held { ref holder } if holder.host.as_str() == "host-b"), "{err}");
-    assert!(a.get(LockKind::Mount, &v).await.unwrap().is_none(), "a partial lock was left behind");
-    let dup = a.try_acquire(&[mount(&v), mount(&v)].concat(), &la).await.unwrap_err();
+    b.try_acquire(
+        &[LockRequest::new(
+            LockKind::Op,
+            v.clone(),
+            LockReason::Snapshot,
+        )],
+        &lb,
+    )
+    .await
+    .unwrap();
+    let err = a
+        .try_acquire(&both(&v, LockReason::Remove), &la)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LockError::Held { ref holder } if holder.host.as_str() == "host-b"),
+        "{err}"
+    );
+    assert!(
+        a.get(LockKind::Mount, &v).await.unwrap().is_none(),
+        "a partial lock was left behind"
+    );
+    let dup = a
+        .try_acquire(&[mount(&v), mount(&v)].concat(), &la)
+        .await
+        .unwrap_err();
     assert!(matches!(dup, LockError::Duplicate { .. }), "{dup}");
     kv.lease_revoke(&la).await.unwrap();
     kv.lease_revoke(&lb).await.unwrap();
@@ -139,11 +181,16 @@ pub async fn waiter_watches_release(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCap
     let la = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     let lb = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     let v = vol("p/v");
-    let held = a.try_acquire(&both(&v, LockReason::Create), &la).await.unwrap();
+    let held = a
+        .try_acquire(&both(&v, LockReason::Create), &la)
+        .await
+        .unwrap();
     let waiter = {
         let (b, lb, v) = (b.clone(), lb.clone(), v.clone());
         tokio::spawn(async move {
-            let got = b.acquire(&both(&v, LockReason::Remove), &lb, Duration::from_secs(20)).await;
+            let got = b
+                .acquire(&both(&v, LockReason::Remove), &lb, Duration::from_secs(20))
+                .await;
             (got, Instant::now())
         })
     };
@@ -156,7 +203,10 @@ pub async fn waiter_watches_release(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCap
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|h| h.holder.host.as_str() == "host-b"));
     let took = at - released;
-    assert!(took < Duration::from_secs(2), "waiter took {took:?} after release");
+    assert!(
+        took < Duration::from_secs(2),
+        "waiter took {took:?} after release"
+    );
     kv.lease_revoke(&la).await.unwrap();
     kv.lease_revoke(&lb).await.unwrap();
 }
@@ -170,10 +220,16 @@ pub async fn wait_times_out(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCaps) {
     let v = vol("p/v");
     a.try_acquire(&mount(&v), &la).await.unwrap();
     let start = Instant::now();
-    let err = b.acquire(&mount(&v), &lb, Duration::from_millis(600)).await.unwrap_err();
+    let err = b
+        .acquire(&mount(&v), &lb, Duration::from_millis(600))
+        .await
+        .unwrap_err();
     let took = start.elapsed();
     assert!(matches!(err, LockError::Held { .. }), "{err}");
-    assert!(took >= Duration::from_millis(600), "gave up early: {took:?}");
+    assert!(
+        took >= Duration::from_millis(600),
+        "gave up early: {took:?}"
+    );
     assert!(took < Duration::from_secs(3), "gave up late: {took:?}");
     kv.lease_revoke(&la).await.unwrap();
     kv.lease_revoke(&lb).await.unwrap();
@@ -189,19 +245,31 @@ pub async fn dead_holder_expires_within_ttl(kv: Arc<dyn KvStore>, ns: &str, caps
     let la = keeper.lease().unwrap();
     let lb = kv.lease_grant(ttl * 10).await.unwrap();
     let v = vol("p/v");
-    a.try_acquire(&both(&v, LockReason::Mount), &la).await.unwrap();
+    a.try_acquire(&both(&v, LockReason::Mount), &la)
+        .await
+        .unwrap();
     // Outlive a few renewals first: a live holder keeps its locks.
     tokio::time::sleep(ttl * 2).await;
-    assert!(b.try_acquire(&mount(&v), &lb).await.is_err(), "live holder lost its lock");
+    assert!(
+        b.try_acquire(&mount(&v), &lb).await.is_err(),
+        "live holder lost its lock"
+    );
     let waiter = {
         let (b, lb, v) = (b.clone(), lb.clone(), v.clone());
-        tokio::spawn(async move { b.acquire(&both(&v, LockReason::Mount), &lb, Duration::from_secs(30)).await.map(|h| (h, Instant::now())) })
+        tokio::spawn(async move {
+            b.acquire(&both(&v, LockReason::Mount), &lb, Duration::from_secs(30))
+                .await
+                .map(|h| (h, Instant::now()))
+        })
     };
     let died = Instant::now();
     keeper.abandon().await;
     let (held, at) = waiter.await.unwrap().unwrap();
     let took = at - died;
-    assert!(took <= ttl + Duration::from_secs(1), "locks of a dead holder lasted {took:?} with TTL {ttl:?}");
+    assert!(
+        took <= ttl + Duration::from_secs(1),
+        "locks of a dead holder lasted {took:?} with TTL {ttl:?}"
+    );
     assert!(held.iter().all(|h| h.holder.host.as_str() == "host-b"));
     kv.lease_revoke(&lb).await.unwrap();
 }
@@ -211,14 +279,19 @@ pub async fn live_holder_never_displaced(kv: Arc<dyn KvStore>, ns: &str, caps: &
     let holder = locker(&kv, ns, "holder");
     let lh = kv.lease_grant(caps.min_ttl * 20).await.unwrap();
     let v = vol("p/v");
-    let held = holder.try_acquire(&both(&v, LockReason::Mount), &lh).await.unwrap();
+    let held = holder
+        .try_acquire(&both(&v, LockReason::Mount), &lh)
+        .await
+        .unwrap();
     let shared = kv.lease_grant(caps.min_ttl * 20).await.unwrap();
     for round in 0..5 {
         let tasks: Vec<_> = (0..50)
             .map(|i| {
                 let l = locker(&kv, ns, &format!("contender-{i}"));
                 let (lease, v) = (shared.clone(), v.clone());
-                tokio::spawn(async move { l.try_acquire(&both(&v, LockReason::Mount), &lease).await })
+                tokio::spawn(
+                    async move { l.try_acquire(&both(&v, LockReason::Mount), &lease).await },
+                )
             })
             .collect();
         for t in tasks {
@@ -245,7 +318,12 @@ pub async fn contenders_exactly_one_wins(kv: Arc<dyn KvStore>, ns: &str, caps: &
             .map(|i| {
                 let l = locker(&kv, ns, &format!("contender-{i}"));
                 let (lease, v) = (shared.clone(), v.clone());
-                tokio::spawn(async move { (l.clone(), l.try_acquire(&both(&v, LockReason::Create), &lease).await) })
+                tokio::spawn(async move {
+                    (
+                        l.clone(),
+                        l.try_acquire(&both(&v, LockReason::Create), &lease).await,
+                    )
+                })
             })
             .collect();
         let mut winners = Vec::new();
@@ -279,7 +357,10 @@ pub async fn lease_loss_published_before_expiry(kv: Arc<dyn KvStore>, ns: &str, 
     flaky.hang_keepalives();
     let cut = Instant::now();
     let lost_at = loop {
-        tokio::time::timeout(ttl * 3, states.changed()).await.expect("no lease state change").unwrap();
+        tokio::time::timeout(ttl * 3, states.changed())
+            .await
+            .expect("no lease state change")
+            .unwrap();
         // The keeper may already have granted a new lease: a watch channel shows the
         // latest state, and a different live lease also means the old one was lost.
         match states.borrow_and_update().clone() {
@@ -290,17 +371,28 @@ pub async fn lease_loss_published_before_expiry(kv: Arc<dyn KvStore>, ns: &str, 
     };
     // The lock must still be there when loss is declared...
     let still = kv.get(&held[0].key).await.unwrap();
-    assert!(still.is_some(), "loss published only after the store expired the lease ({:?} after the cut)", lost_at - cut);
+    assert!(
+        still.is_some(),
+        "loss published only after the store expired the lease ({:?} after the cut)",
+        lost_at - cut
+    );
     // ...and vanish later, when the store expires the lease.
     let gone_at = loop {
-        match tokio::time::timeout(ttl * 3, gone.next()).await.expect("lock never expired") {
+        match tokio::time::timeout(ttl * 3, gone.next())
+            .await
+            .expect("lock never expired")
+        {
             Some(Ok(WatchEvent::Delete { .. })) => break Instant::now(),
             Some(Ok(_)) => continue,
             other => panic!("watch: {other:?}"),
         }
     };
     assert!(lost_at < gone_at);
-    assert!(lost_at - cut < ttl, "loss declared {:?} after the cut, TTL {ttl:?}", lost_at - cut);
+    assert!(
+        lost_at - cut < ttl,
+        "loss declared {:?} after the cut, TTL {ttl:?}",
+        lost_at - cut
+    );
     flaky.heal();
     // The keeper recovers with a new lease.
     let fresh = super::eventually(ttl * 3, "a new live lease", || {
@@ -316,7 +408,10 @@ pub async fn lease_loss_published_before_expiry(kv: Arc<dyn KvStore>, ns: &str, 
     .await;
     a.try_acquire(&mount(&v), &fresh).await.unwrap();
     keeper.shutdown().await;
-    assert!(kv.get(&held[0].key).await.unwrap().is_none(), "shutdown revokes the lease and its locks");
+    assert!(
+        kv.get(&held[0].key).await.unwrap().is_none(),
+        "shutdown revokes the lease and its locks"
+    );
 }
 
 /// A restarted daemon (same host, new lease) re-acquires its own lock, keeping the token.
@@ -327,13 +422,30 @@ pub async fn restart_rebinds_own_lock(kv: Arc<dyn KvStore>, ns: &str, caps: &KvC
     let before = a.try_acquire(&mount(&v), &old).await.unwrap();
     let new = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     let after = a.try_acquire(&mount(&v), &new).await.unwrap();
-    assert_eq!(before[0].token, after[0].token, "re-adoption keeps the fencing token");
+    assert_eq!(
+        before[0].token, after[0].token,
+        "re-adoption keeps the fencing token"
+    );
     kv.lease_revoke(&old).await.unwrap();
-    let e = kv.get(&after[0].key).await.unwrap().expect("lock survives the old lease");
+    let e = kv
+        .get(&after[0].key)
+        .await
+        .unwrap()
+        .expect("lock survives the old lease");
     assert_eq!(e.lease.as_ref(), Some(&new));
     // A different reason from the same host with another lease is another holder.
     let other = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
-    let err = a.try_acquire(&[LockRequest::new(LockKind::Mount, v.clone(), LockReason::Remove)], &other).await.unwrap_err();
+    let err = a
+        .try_acquire(
+            &[LockRequest::new(
+                LockKind::Mount,
+                v.clone(),
+                LockReason::Remove,
+            )],
+            &other,
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, LockError::Held { .. }), "{err}");
     kv.lease_revoke(&new).await.unwrap();
     kv.lease_revoke(&other).await.unwrap();
@@ -349,7 +461,15 @@ pub async fn fence_rejects_replaced_holder(kv: Arc<dyn KvStore>, ns: &str, caps:
     let held = a.try_acquire(&mount(&v), &la).await.unwrap();
     let data = format!("{ns}data");
     let write = |h: &crate::lock::HeldLock, val: &[u8]| {
-        vec![h.fence(), TxnOp::Put { key: data.clone(), value: val.to_vec(), pre: Precondition::Any, lease: None }]
+        vec![
+            h.fence(),
+            TxnOp::Put {
+                key: data.clone(),
+                value: val.to_vec(),
+                pre: Precondition::Any,
+                lease: None,
+            },
+        ]
     };
     kv.txn(write(&held[0], b"a1")).await.unwrap();
     b.force_remove(&v, &[LockKind::Mount]).await.unwrap();
@@ -369,13 +489,28 @@ pub async fn release_reports_stolen_lock(kv: Arc<dyn KvStore>, ns: &str, caps: &
     let la = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     let lb = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     let v = vol("p/v");
-    let held = a.try_acquire(&both(&v, LockReason::Mount), &la).await.unwrap();
+    let held = a
+        .try_acquire(&both(&v, LockReason::Mount), &la)
+        .await
+        .unwrap();
     b.force_remove(&v, &[LockKind::Mount]).await.unwrap();
     b.try_acquire(&mount(&v), &lb).await.unwrap();
     let err = a.release(&held).await.unwrap_err();
     assert!(err.to_string().contains("host host-b holds it"), "{err}");
-    assert!(a.get(LockKind::Op, &v).await.unwrap().is_none(), "the lock still ours was not released");
-    assert_eq!(a.get(LockKind::Mount, &v).await.unwrap().unwrap().holder.host.as_str(), "host-b");
+    assert!(
+        a.get(LockKind::Op, &v).await.unwrap().is_none(),
+        "the lock still ours was not released"
+    );
+    assert_eq!(
+        a.get(LockKind::Mount, &v)
+            .await
+            .unwrap()
+            .unwrap()
+            .holder
+            .host
+            .as_str(),
+        "host-b"
+    );
     kv.lease_revoke(&la).await.unwrap();
     kv.lease_revoke(&lb).await.unwrap();
 }
@@ -385,11 +520,20 @@ pub async fn force_remove_clears(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCaps) 
     let a = locker(&kv, ns, "host-a");
     let la = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
     let v = vol("p/v");
-    a.try_acquire(&both(&v, LockReason::Maintenance), &la).await.unwrap();
+    a.try_acquire(&both(&v, LockReason::Maintenance), &la)
+        .await
+        .unwrap();
     let admin = locker(&kv, ns, "admin");
-    let removed = admin.force_remove(&v, &[LockKind::Mount, LockKind::Op]).await.unwrap();
+    let removed = admin
+        .force_remove(&v, &[LockKind::Mount, LockKind::Op])
+        .await
+        .unwrap();
     assert_eq!(removed.len(), 2);
     assert!(admin.list(None).await.unwrap().is_empty());
-    assert!(admin.force_remove(&v, &[LockKind::Mount]).await.unwrap().is_empty());
+    assert!(admin
+        .force_remove(&v, &[LockKind::Mount])
+        .await
+        .unwrap()
+        .is_empty());
     kv.lease_revoke(&la).await.unwrap();
 }

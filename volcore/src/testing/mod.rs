@@ -2,6 +2,8 @@
 //! fault-injecting store wrapper. Other orchestrators can run the same suites against
 //! their own [`KvStore`](crate::KvStore) implementations.
 
+#![allow(clippy::unwrap_used, clippy::panic)] // a failed case panics: that is how it fails
+
 pub mod flaky;
 pub mod kv;
 pub mod locks;
@@ -76,7 +78,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
