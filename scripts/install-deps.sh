@@ -18,11 +18,9 @@ if [ "$what" = test ]; then
 fi
 command -v cc >/dev/null || { apt_pkgs+=(build-essential); bins+=(cc); }
 
-missing=()
-for i in "${!bins[@]}"; do
-  command -v "${bins[$i]}" >/dev/null || missing+=("${apt_pkgs[$i]:-${apt_pkgs[-1]}}")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+missing=0
+for b in "${bins[@]}"; do command -v "$b" >/dev/null || missing=1; done
+if [ "$missing" = 1 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "installing: ${apt_pkgs[*]}"
   $SUDO apt-get update -qq

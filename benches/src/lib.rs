@@ -1,1 +1,1 @@
-//! Benchmarks live in benches/.
+//! Benchmarks live in `benches/benches/`; see `scripts/bench.sh`.

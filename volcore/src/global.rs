@@ -5,7 +5,8 @@
 //! Keys are matched case-insensitively (as Go's decoder did); missing or zero fields take
 //! the defaults. volplugin's canonical (stored) form, nanosecond integers, is recognised
 //! too: a `TTL` of at least 10⁹ is taken as nanoseconds, as is a `Timeout` of at least
-//! 6·10¹⁰.
+//! 6·10¹⁰; both are cut to the published units (whole seconds, whole minutes), as
+//! volplugin's `Published()` did.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -42,9 +43,9 @@ impl GlobalConfig {
     /// Parses and validates the published (or canonical) JSON form.
     pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
         let v: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|source| PolicyError::Json {
+            serde_json::from_slice(bytes).map_err(|error| PolicyError::Json {
                 what: "global configuration",
-                source,
+                error,
             })?;
         Self::from_value(&v)
     }
@@ -59,8 +60,9 @@ impl GlobalConfig {
                 "ttl" => {
                     let n = uint(k, val)?;
                     if n != 0 {
+                        // Canonical nanoseconds are cut to whole seconds, the published unit.
                         g.ttl = if n >= 1_000_000_000 {
-                            Duration::from_nanos(n)
+                            Duration::from_secs(n / 1_000_000_000)
                         } else {
                             Duration::from_secs(n)
                         };
@@ -69,8 +71,9 @@ impl GlobalConfig {
                 "timeout" => {
                     let n = uint(k, val)?;
                     if n != 0 {
+                        // Canonical nanoseconds are cut to whole minutes, the published unit.
                         g.timeout = if n >= 60_000_000_000 {
-                            Duration::from_nanos(n)
+                            Duration::from_secs(n / 60_000_000_000 * 60)
                         } else {
                             Duration::from_secs(n.saturating_mul(60))
                         };

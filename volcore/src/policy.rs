@@ -30,13 +30,14 @@ use crate::size::{Size, ValueError};
 #[non_exhaustive]
 pub enum PolicyError {
     /// The document is not valid JSON, or has a field of the wrong type or an unknown field.
-    #[error("{what} is not valid: {source}")]
+    // The parser's message is part of the text (it says what is wrong and where), so it
+    // is not also reported as a `source`: chained printing would repeat it.
+    #[error("{what} is not valid: {error}")]
     Json {
         /// What was being parsed ("policy", "runtime options", ...).
         what: &'static str,
         /// The parser's error, with line and column.
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     /// A name inside the document is invalid.
     #[error(transparent)]
@@ -84,13 +85,12 @@ pub enum PolicyError {
         why: &'static str,
     },
     /// A size string is invalid.
-    #[error("{field}: {source}")]
+    #[error("{field}: {error}")]
     BadValue {
         /// The field.
         field: &'static str,
         /// The parser's error.
-        #[source]
-        source: ValueError,
+        error: ValueError,
     },
     /// A backend that creates storage was given no size (or less than 1 MB).
     #[error("create.size is {size} but backend {backend} creates storage and needs at least 1MB; set create.size, e.g. \"10GB\"")]
@@ -557,9 +557,9 @@ pub struct RuntimeOptions {
 impl RuntimeOptions {
     /// Parses and validates a runtime document (`volcli volume runtime upload`).
     pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
-        let r: Self = serde_json::from_slice(bytes).map_err(|source| PolicyError::Json {
+        let r: Self = serde_json::from_slice(bytes).map_err(|error| PolicyError::Json {
             what: "runtime options",
-            source,
+            error,
         })?;
         r.validate()?;
         Ok(r)
@@ -663,9 +663,9 @@ impl Policy {
     ///
     /// A `name` field inside the document, as volplugin stored it, must agree.
     pub fn from_json(name: &PolicyName, bytes: &[u8]) -> Result<Self, PolicyError> {
-        let doc: PolicyDoc = serde_json::from_slice(bytes).map_err(|source| PolicyError::Json {
+        let doc: PolicyDoc = serde_json::from_slice(bytes).map_err(|error| PolicyError::Json {
             what: "policy",
-            source,
+            error,
         })?;
         if let Some(inner) = &doc.name {
             if inner != name.as_str() {
@@ -680,9 +680,9 @@ impl Policy {
 
     /// Parses a stored policy whose document carries its own `name`.
     pub fn from_stored_json(bytes: &[u8]) -> Result<Self, PolicyError> {
-        let doc: PolicyDoc = serde_json::from_slice(bytes).map_err(|source| PolicyError::Json {
+        let doc: PolicyDoc = serde_json::from_slice(bytes).map_err(|error| PolicyError::Json {
             what: "policy",
-            source,
+            error,
         })?;
         let name = PolicyName::new(doc.name.clone().unwrap_or_default())?;
         Self::from_doc(name, doc)
@@ -701,9 +701,9 @@ impl Policy {
         };
         let size = match doc.create.size.as_deref().map(str::trim) {
             None | Some("") => Size::default(),
-            Some(s) => Size::parse(s).map_err(|source| PolicyError::BadValue {
+            Some(s) => Size::parse(s).map_err(|error| PolicyError::BadValue {
                 field: "create.size",
-                source,
+                error,
             })?,
         };
         let filesystems = match doc.filesystems {
