@@ -7,7 +7,7 @@
 //! volcore names no network client and no storage system: etcd and the embedded store
 //! live in `volcore-kv`, storage drivers in their own crates, and the daemons compose them.
 //!
-//! With the `testing` feature, [`testing`] holds the conformance suites every KV store
+//! With the `testing` feature, the `testing` module holds the conformance suites every KV store
 //! (and, later, every driver) runs, so an orchestrator can check its own backends the
 //! same way.
 
