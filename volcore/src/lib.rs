@@ -13,6 +13,8 @@
 
 #![warn(missing_docs)]
 
+pub mod driver;
+pub mod engine;
 pub mod global;
 pub mod keys;
 pub mod kv;
@@ -27,6 +29,8 @@ pub mod volume;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use driver::{DriverError, NullDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
+pub use engine::{Drivers, EngineError, PolicyRevision, VolumeInfo, Volumes};
 pub use global::GlobalConfig;
 pub use keys::{Keys, LockKind};
 pub use kv::{

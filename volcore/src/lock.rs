@@ -9,9 +9,11 @@
 //! Several locks are taken in one transaction (all or none). A caller that is willing to
 //! wait watches the blocking key for deletion — no polling — until its deadline.
 //!
-//! The same holder re-acquires idempotently: same host and same lease (the same daemon),
-//! or same host and same reason (the same daemon after a restart, re-adopting its mounts;
-//! the lock is then re-bound to the new lease, keeping its fencing token).
+//! The same holder re-acquires idempotently. A holder is a host plus an *owner* string
+//! the caller chooses: a plugin uses a stable owner (its plugin name), so a second mount
+//! of a volume, or the same plugin after a restart, re-acquires its own lock (re-bound to
+//! the new lease, keeping its fencing token); the volume engine uses a fresh owner per
+//! operation, so two operations never share a lock, even inside one daemon.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -67,6 +69,9 @@ pub struct LockHolder {
     pub since: SystemTime,
     /// The lease the lock was taken with.
     pub lease: String,
+    /// Who on the host holds it (a plugin name, or one engine operation).
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// One lock to take.
@@ -146,6 +151,13 @@ pub enum LockError {
         /// Who holds it now, if anyone.
         now: Option<Box<LockHolder>>,
     },
+    /// A check passed along with the locks (e.g. "the volume record is absent") failed;
+    /// no lock was taken.
+    #[error("precondition on {key} does not hold")]
+    CheckFailed {
+        /// The key whose check failed.
+        key: String,
+    },
     /// Two requests in one call name the same lock.
     #[error("lock {key} is requested twice in one call")]
     Duplicate {
@@ -163,12 +175,32 @@ pub struct Locker {
     kv: Arc<dyn KvStore>,
     keys: Keys,
     host: HostName,
+    owner: String,
 }
 
 impl Locker {
-    /// A locker for `host`.
+    /// A locker for `host`, whose owner is the host name itself.
     pub fn new(kv: Arc<dyn KvStore>, keys: Keys, host: HostName) -> Self {
-        Self { kv, keys, host }
+        let owner = host.to_string();
+        Self {
+            kv,
+            keys,
+            host,
+            owner,
+        }
+    }
+
+    /// The same locker acting for another owner on this host.
+    pub fn with_owner(&self, owner: impl Into<String>) -> Self {
+        Self {
+            owner: owner.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The owner this locker acts for.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// The host this locker acts for.
@@ -183,8 +215,8 @@ impl Locker {
         })
     }
 
-    fn is_ours(&self, holder: &LockHolder, lease: &LeaseId, reason: LockReason) -> bool {
-        holder.host == self.host && (holder.lease == lease.as_str() || holder.reason == reason)
+    fn is_ours(&self, holder: &LockHolder) -> bool {
+        holder.host == self.host && holder.owner == self.owner
     }
 
     /// Takes every lock in `reqs` with `lease`, all or none, waiting up to `wait` for
@@ -194,6 +226,20 @@ impl Locker {
         reqs: &[LockRequest],
         lease: &LeaseId,
         wait: Duration,
+    ) -> Result<Vec<HeldLock>, LockError> {
+        self.acquire_checked(reqs, lease, wait, &[]).await
+    }
+
+    /// Like [`acquire`](Self::acquire), with extra `checks` (`TxnOp::Check`) evaluated in
+    /// the same transaction: when one fails, no lock is taken and the result is
+    /// [`LockError::CheckFailed`] naming its key. This is how an operation reserves a
+    /// name and takes its locks in one round trip.
+    pub async fn acquire_checked(
+        &self,
+        reqs: &[LockRequest],
+        lease: &LeaseId,
+        wait: Duration,
+        checks: &[TxnOp],
     ) -> Result<Vec<HeldLock>, LockError> {
         let deadline = Instant::now() + wait;
         let now = SystemTime::now();
@@ -210,14 +256,16 @@ impl Locker {
                 reason: r.reason,
                 since: now,
                 lease: lease.as_str().to_owned(),
+                owner: self.owner.clone(),
             };
             items.push((key, holder));
         }
+        let check_failed = |key: &str| checks.iter().any(|c| c.key() == key);
         // Fast path: one round trip when nobody holds any of them.
-        let ops = items
-            .iter()
-            .map(|(key, h)| put_op(key, h, Precondition::Absent, lease))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut ops = checks.to_vec();
+        for (key, h) in &items {
+            ops.push(put_op(key, h, Precondition::Absent, lease)?);
+        }
         match self.kv.txn(ops).await {
             Ok(out) => {
                 debug!(locks = items.len(), host = %self.host, "locks taken");
@@ -230,6 +278,9 @@ impl Locker {
                     })
                     .collect());
             }
+            Err(KvError::Conflict { key, .. }) if check_failed(&key) => {
+                return Err(LockError::CheckFailed { key })
+            }
             Err(KvError::Conflict { .. }) => {}
             Err(KvError::LeaseLost { lease }) => return Err(LockError::LeaseLost { lease }),
             Err(e) => return Err(e.into()),
@@ -237,14 +288,14 @@ impl Locker {
         loop {
             let current =
                 futures::future::try_join_all(items.iter().map(|(k, _)| self.kv.get(k))).await?;
-            let mut ops = Vec::with_capacity(items.len());
+            let mut ops = checks.to_vec();
             let mut blocked: Option<(Entry, LockHolder)> = None;
             for ((key, want), cur) in items.iter().zip(&current) {
                 match cur {
                     None => ops.push(put_op(key, want, Precondition::Absent, lease)?),
                     Some(e) => {
                         let h = self.decode(e)?;
-                        if self.is_ours(&h, lease, want.reason) {
+                        if self.is_ours(&h) {
                             if e.lease.as_ref() == Some(lease) {
                                 ops.push(TxnOp::Check {
                                     key: key.clone(),
@@ -270,6 +321,9 @@ impl Locker {
             let Some((entry, holder)) = blocked else {
                 match self.kv.txn(ops).await {
                     Ok(_) => return self.read_back(&items).await,
+                    Err(KvError::Conflict { key, .. }) if check_failed(&key) => {
+                        return Err(LockError::CheckFailed { key })
+                    }
                     Err(KvError::Conflict { .. }) => continue,
                     Err(KvError::LeaseLost { lease }) => {
                         return Err(LockError::LeaseLost { lease })

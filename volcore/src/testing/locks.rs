@@ -414,7 +414,8 @@ pub async fn lease_loss_published_before_expiry(kv: Arc<dyn KvStore>, ns: &str, 
     );
 }
 
-/// A restarted daemon (same host, new lease) re-acquires its own lock, keeping the token.
+/// A restarted daemon (same host and owner, new lease) re-acquires its own lock, keeping
+/// the token; another owner on the same host is another holder, even with the same lease.
 pub async fn restart_rebinds_own_lock(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCaps) {
     let a = locker(&kv, ns, "host-a");
     let old = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
@@ -433,20 +434,23 @@ pub async fn restart_rebinds_own_lock(kv: Arc<dyn KvStore>, ns: &str, caps: &KvC
         .unwrap()
         .expect("lock survives the old lease");
     assert_eq!(e.lease.as_ref(), Some(&new));
-    // A different reason from the same host with another lease is another holder.
+    // Another owner on the same host is another holder, with any lease.
     let other = kv.lease_grant(caps.min_ttl * 10).await.unwrap();
-    let err = a
-        .try_acquire(
-            &[LockRequest::new(
-                LockKind::Mount,
-                v.clone(),
-                LockReason::Remove,
-            )],
-            &other,
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, LockError::Held { .. }), "{err}");
+    let op = a.with_owner("operation-1");
+    for lease in [&other, &new] {
+        let err = op
+            .try_acquire(
+                &[LockRequest::new(
+                    LockKind::Mount,
+                    v.clone(),
+                    LockReason::Remove,
+                )],
+                lease,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LockError::Held { .. }), "{err}");
+    }
     kv.lease_revoke(&new).await.unwrap();
     kv.lease_revoke(&other).await.unwrap();
 }

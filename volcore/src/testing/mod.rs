@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a failed case panics: that is how it fails
 
+pub mod driver;
 pub mod flaky;
 pub mod kv;
 pub mod locks;
@@ -11,6 +12,7 @@ pub mod locks;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use driver::{FakeDriver, Fault, Step};
 pub use flaky::FlakyKv;
 
 /// What a backend can promise about time, for the timing-sensitive cases.

@@ -1,0 +1,293 @@
+//! Storage driver traits (DESIGN.md §7) and the `null` backend.
+//!
+//! A driver does storage work for one backend. Idempotency is part of each method's
+//! contract: `create` of an existing volume is `AlreadyExists`, `destroy` of a missing one
+//! `NotFound`. A driver without snapshots returns `None` from
+//! [`VolumeDriver::snapshots`] instead of failing at run time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::name::{SnapshotName, VolumeRef};
+use crate::policy::{BackendKind, MkfsTemplate};
+use crate::size::Size;
+use crate::volume::Volume;
+
+/// What a driver needs to know about a volume.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct VolumeSpec {
+    /// The volume.
+    pub volume: VolumeRef,
+    /// Its size.
+    pub size: Size,
+    /// Its filesystem name.
+    pub filesystem: String,
+    /// The mkfs template for it.
+    pub mkfs: Option<MkfsTemplate>,
+    /// Backend parameters from the policy (`pool`, …).
+    pub params: BTreeMap<String, String>,
+    /// NFS source, for mount-only backends.
+    pub source: Option<String>,
+    /// How long one storage command may take.
+    pub timeout: Duration,
+}
+
+impl VolumeSpec {
+    /// The spec of a volume record.
+    pub fn of(v: &Volume, timeout: Duration) -> Self {
+        Self {
+            volume: v.reference(),
+            size: v.create.size,
+            filesystem: v.create.filesystem.clone(),
+            mkfs: v.mkfs().cloned(),
+            params: v.driver.clone(),
+            source: v.mount.clone(),
+            timeout,
+        }
+    }
+}
+
+/// Driver errors, by meaning.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The volume or snapshot already exists.
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What.
+        what: String,
+    },
+    /// The volume or snapshot does not exist.
+    #[error("{what} does not exist")]
+    NotFound {
+        /// What.
+        what: String,
+    },
+    /// The storage is in use (watchers, mounts) and cannot be changed now.
+    #[error("{what} is busy: {detail}")]
+    Busy {
+        /// What.
+        what: String,
+        /// Who uses it.
+        detail: String,
+    },
+    /// A storage command did not finish in time (and was killed).
+    #[error("{op} of {what} did not finish within {timeout:?}")]
+    Timeout {
+        /// The operation.
+        op: &'static str,
+        /// What.
+        what: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The request cannot be served by this driver (bad parameter, missing pool, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// Anything else, with the storage system's own words.
+    #[error("{op} of {what} failed: {detail}")]
+    Failed {
+        /// The operation.
+        op: &'static str,
+        /// What.
+        what: String,
+        /// The storage system's message.
+        detail: String,
+    },
+}
+
+/// Creates, formats, destroys and lists a backend's volumes.
+#[async_trait]
+pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
+    /// The backend this driver serves.
+    fn backend(&self) -> BackendKind;
+    /// Creates the storage; `AlreadyExists` if it exists.
+    async fn create(&self, spec: &VolumeSpec) -> Result<(), DriverError>;
+    /// Puts a filesystem on new storage.
+    async fn format(&self, spec: &VolumeSpec) -> Result<(), DriverError>;
+    /// Destroys the storage (and its snapshots); `NotFound` if it is gone.
+    async fn destroy(&self, spec: &VolumeSpec) -> Result<(), DriverError>;
+    /// Whether the storage exists.
+    async fn exists(&self, spec: &VolumeSpec) -> Result<bool, DriverError>;
+    /// Every volume this backend holds.
+    async fn list(&self) -> Result<Vec<VolumeRef>, DriverError>;
+    /// Snapshot support, if the backend has it.
+    fn snapshots(&self) -> Option<&dyn SnapshotDriver> {
+        None
+    }
+}
+
+/// Snapshots of a backend's volumes.
+#[async_trait]
+pub trait SnapshotDriver: Send + Sync {
+    /// Takes a snapshot; `AlreadyExists` if the name is taken.
+    async fn create_snapshot(
+        &self,
+        spec: &VolumeSpec,
+        snap: &SnapshotName,
+    ) -> Result<(), DriverError>;
+    /// Removes a snapshot; `NotFound` if it is gone.
+    async fn remove_snapshot(
+        &self,
+        spec: &VolumeSpec,
+        snap: &SnapshotName,
+    ) -> Result<(), DriverError>;
+    /// The volume's snapshots, oldest first.
+    async fn list_snapshots(&self, spec: &VolumeSpec) -> Result<Vec<SnapshotName>, DriverError>;
+    /// Makes a new volume `to` from snapshot `snap` of `spec`.
+    async fn copy_snapshot(
+        &self,
+        spec: &VolumeSpec,
+        snap: &SnapshotName,
+        to: &VolumeSpec,
+    ) -> Result<(), DriverError>;
+}
+
+/// The `null` backend: no storage work at all. It remembers, in this process only, which
+/// volumes and snapshots it was asked to make, so the control plane sees a coherent
+/// backend. For control-plane tests and benchmarks; daemons accept it only with
+/// `--allow-null-backend`.
+#[derive(Debug, Default)]
+pub struct NullDriver {
+    state: Mutex<NullState>,
+}
+
+#[derive(Debug, Default)]
+struct NullState {
+    volumes: BTreeSet<VolumeRef>,
+    snapshots: BTreeMap<VolumeRef, Vec<SnapshotName>>,
+}
+
+impl NullDriver {
+    /// A null driver with nothing in it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut NullState) -> T) -> T {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut st)
+    }
+}
+
+#[async_trait]
+impl VolumeDriver for NullDriver {
+    fn backend(&self) -> BackendKind {
+        BackendKind::Null
+    }
+    async fn create(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
+        self.with(|st| {
+            if st.volumes.insert(spec.volume.clone()) {
+                Ok(())
+            } else {
+                Err(DriverError::AlreadyExists {
+                    what: format!("volume {}", spec.volume),
+                })
+            }
+        })
+    }
+    async fn format(&self, _spec: &VolumeSpec) -> Result<(), DriverError> {
+        Ok(())
+    }
+    async fn destroy(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
+        self.with(|st| {
+            st.snapshots.remove(&spec.volume);
+            if st.volumes.remove(&spec.volume) {
+                Ok(())
+            } else {
+                Err(DriverError::NotFound {
+                    what: format!("volume {}", spec.volume),
+                })
+            }
+        })
+    }
+    async fn exists(&self, spec: &VolumeSpec) -> Result<bool, DriverError> {
+        Ok(self.with(|st| st.volumes.contains(&spec.volume)))
+    }
+    async fn list(&self) -> Result<Vec<VolumeRef>, DriverError> {
+        Ok(self.with(|st| st.volumes.iter().cloned().collect()))
+    }
+    fn snapshots(&self) -> Option<&dyn SnapshotDriver> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl SnapshotDriver for NullDriver {
+    async fn create_snapshot(
+        &self,
+        spec: &VolumeSpec,
+        snap: &SnapshotName,
+    ) -> Result<(), DriverError> {
+        self.with(|st| {
+            if !st.volumes.contains(&spec.volume) {
+                return Err(DriverError::NotFound {
+                    what: format!("volume {}", spec.volume),
+                });
+            }
+            let list = st.snapshots.entry(spec.volume.clone()).or_default();
+            if list.contains(snap) {
+                return Err(DriverError::AlreadyExists {
+                    what: format!("snapshot {snap} of {}", spec.volume),
+                });
+            }
+            list.push(snap.clone());
+            Ok(())
+        })
+    }
+    async fn remove_snapshot(
+        &self,
+        spec: &VolumeSpec,
+        snap: &SnapshotName,
+    ) -> Result<(), DriverError> {
+        self.with(|st| {
+            let list = st.snapshots.entry(spec.volume.clone()).or_default();
+            let before = list.len();
+            list.retain(|s| s != snap);
+            if list.len() == before {
+                Err(DriverError::NotFound {
+                    what: format!("snapshot {snap} of {}", spec.volume),
+                })
+            } else {
+                Ok(())
+            }
+        })
+    }
+    async fn list_snapshots(&self, spec: &VolumeSpec) -> Result<Vec<SnapshotName>, DriverError> {
+        self.with(|st| {
+            if !st.volumes.contains(&spec.volume) {
+                return Err(DriverError::NotFound {
+                    what: format!("volume {}", spec.volume),
+                });
+            }
+            Ok(st.snapshots.get(&spec.volume).cloned().unwrap_or_default())
+        })
+    }
+    async fn copy_snapshot(
+        &self,
+        spec: &VolumeSpec,
+        snap: &SnapshotName,
+        to: &VolumeSpec,
+    ) -> Result<(), DriverError> {
+        self.with(|st| {
+            let has = st
+                .snapshots
+                .get(&spec.volume)
+                .is_some_and(|l| l.contains(snap));
+            if !has {
+                return Err(DriverError::NotFound {
+                    what: format!("snapshot {snap} of {}", spec.volume),
+                });
+            }
+            if !st.volumes.insert(to.volume.clone()) {
+                return Err(DriverError::AlreadyExists {
+                    what: format!("volume {}", to.volume),
+                });
+            }
+            Ok(())
+        })
+    }
+}

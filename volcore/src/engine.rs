@@ -1,0 +1,973 @@
+//! The volume engine (DESIGN.md §7): policies with revisions, volumes, runtime options,
+//! snapshots and copies, on a [`KvStore`] and a set of drivers, with no HTTP in sight —
+//! other orchestrators drive it directly.
+//!
+//! Every operation takes the locks it needs and leaves no half state: a create whose
+//! format fails destroys what it made; a copy that fails leaves no record; a remove
+//! deletes storage before the record and reports storage errors. Create, remove, copy
+//! and snapshot of one volume exclude each other through its `op` lock (and `mount` lock
+//! for create, remove and copy targets).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tracing::{info, instrument, warn};
+
+use crate::driver::{DriverError, NullDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
+use crate::global::GlobalConfig;
+use crate::keys::{Keys, LockKind};
+use crate::kv::{Entry, KvError, KvStore, LeaseId, Precondition, Revision, TxnOp};
+use crate::lease::LeaseState;
+use crate::lock::{HeldLock, LockError, LockHolder, LockReason, LockRequest, Locker};
+use crate::name::{HostName, PolicyName, SnapshotName, VolumeName, VolumeRef};
+use crate::policy::{BackendKind, Policy, PolicyError, RuntimeOptions};
+use crate::volume::Volume;
+
+/// Engine errors, by meaning; daemons map them to HTTP statuses and exit codes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// No such policy.
+    #[error("policy {policy} does not exist")]
+    PolicyNotFound {
+        /// The policy.
+        policy: PolicyName,
+    },
+    /// No such policy revision.
+    #[error("policy {policy} has no revision {revision}")]
+    RevisionNotFound {
+        /// The policy.
+        policy: PolicyName,
+        /// The revision asked for.
+        revision: Revision,
+    },
+    /// No such volume.
+    #[error("volume {volume} does not exist")]
+    VolumeNotFound {
+        /// The volume.
+        volume: VolumeRef,
+    },
+    /// The volume exists already.
+    #[error("volume {volume} already exists")]
+    VolumeExists {
+        /// The volume.
+        volume: VolumeRef,
+    },
+    /// A lock the operation needs is held by someone else.
+    #[error(transparent)]
+    Locked(Box<LockError>),
+    /// The policy still has volumes.
+    #[error("policy {policy} still has {count} volume(s); remove them first or delete with --force (volumes keep their own copy of the policy)")]
+    PolicyInUse {
+        /// The policy.
+        policy: PolicyName,
+        /// How many volumes.
+        count: usize,
+    },
+    /// The input is invalid.
+    #[error(transparent)]
+    Invalid(#[from] PolicyError),
+    /// The request is wrong in another way.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The volume's backend has no snapshots.
+    #[error("volume {volume} cannot be snapshotted: backend {backend} has no snapshot support")]
+    NoSnapshots {
+        /// The volume.
+        volume: VolumeRef,
+        /// Its backend.
+        backend: String,
+    },
+    /// The storage driver failed.
+    #[error("{op} {volume}: {source}")]
+    Driver {
+        /// The operation.
+        op: &'static str,
+        /// The volume.
+        volume: VolumeRef,
+        /// The driver's error.
+        #[source]
+        source: Box<DriverError>,
+    },
+    /// This daemon's lease is lost; it cannot take locks until it has a new one.
+    #[error("this daemon has no live lease right now (the store was unreachable); retry shortly")]
+    NoLease,
+    /// The store failed.
+    #[error(transparent)]
+    Kv(KvError),
+}
+
+impl EngineError {
+    /// The driver's error, when the driver failed.
+    pub fn driver_error(&self) -> Option<&DriverError> {
+        match self {
+            Self::Driver { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    fn is_driver_not_found(&self) -> bool {
+        matches!(self.driver_error(), Some(DriverError::NotFound { .. }))
+    }
+}
+
+impl From<KvError> for EngineError {
+    fn from(e: KvError) -> Self {
+        Self::Kv(e)
+    }
+}
+
+impl From<LockError> for EngineError {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Kv(k) => Self::Kv(k),
+            LockError::LeaseLost { .. } => Self::NoLease,
+            other => Self::Locked(Box::new(other)),
+        }
+    }
+}
+
+/// The drivers an engine may use, by backend.
+#[derive(Clone, Debug, Default)]
+pub struct Drivers {
+    map: BTreeMap<BackendKind, Arc<dyn VolumeDriver>>,
+}
+
+impl Drivers {
+    /// No drivers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a driver for its backend.
+    pub fn with(mut self, d: Arc<dyn VolumeDriver>) -> Self {
+        self.map.insert(d.backend(), d);
+        self
+    }
+
+    /// Adds the null driver (no storage work).
+    pub fn with_null(self) -> Self {
+        self.with(Arc::new(NullDriver::new()))
+    }
+
+    /// The driver for a backend.
+    pub fn get(&self, b: BackendKind) -> Option<&Arc<dyn VolumeDriver>> {
+        self.map.get(&b)
+    }
+
+    /// The backends served.
+    pub fn backends(&self) -> Vec<BackendKind> {
+        self.map.keys().copied().collect()
+    }
+}
+
+/// A volume record with its live runtime options.
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize)]
+pub struct VolumeInfo {
+    /// The record.
+    #[serde(flatten)]
+    pub volume: Volume,
+    /// The runtime options in force (`runtime/<p>/<v>`).
+    pub runtime_options: RuntimeOptions,
+}
+
+/// A policy revision.
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize)]
+pub struct PolicyRevision {
+    /// The store revision of the upload.
+    pub revision: Revision,
+    /// The policy as uploaded (expanded).
+    pub policy: Policy,
+}
+
+/// The volume engine.
+#[derive(Clone, Debug)]
+pub struct Volumes {
+    instance: String,
+    kv: Arc<dyn KvStore>,
+    keys: Keys,
+    drivers: Drivers,
+    locker: Locker,
+    lease: watch::Receiver<LeaseState>,
+    global: watch::Receiver<GlobalConfig>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(e: &Entry) -> Result<T, EngineError> {
+    serde_json::from_slice(&e.value).map_err(|err| {
+        EngineError::Kv(KvError::Corrupt {
+            key: e.key.clone(),
+            reason: err.to_string(),
+        })
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Plain data structures always encode.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Volumes {
+    /// An engine acting as `host`, taking locks with the lease `lease` publishes, using
+    /// the operation timeout of `global`.
+    pub fn new(
+        kv: Arc<dyn KvStore>,
+        keys: Keys,
+        drivers: Drivers,
+        host: HostName,
+        lease: watch::Receiver<LeaseState>,
+        global: watch::Receiver<GlobalConfig>,
+    ) -> Self {
+        let locker = Locker::new(kv.clone(), keys.clone(), host);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Self {
+            instance: format!("engine-{}-{nanos:x}", std::process::id()),
+            kv,
+            keys,
+            drivers,
+            locker,
+            lease,
+            global,
+        }
+    }
+
+    /// The lock handle (for `use` commands).
+    pub fn locker(&self) -> &Locker {
+        &self.locker
+    }
+
+    /// The key layout.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The store.
+    pub fn kv(&self) -> &Arc<dyn KvStore> {
+        &self.kv
+    }
+
+    /// A locker for one operation: its locks are never shared with another operation,
+    /// even one of this daemon.
+    fn op(&self) -> Locker {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.locker.with_owner(format!("{}-{n}", self.instance))
+    }
+
+    fn timeout(&self) -> Duration {
+        self.global.borrow().timeout
+    }
+
+    fn lease(&self) -> Result<LeaseId, EngineError> {
+        self.lease
+            .borrow()
+            .usable()
+            .cloned()
+            .ok_or(EngineError::NoLease)
+    }
+
+    fn driver(&self, b: BackendKind) -> Result<&Arc<dyn VolumeDriver>, EngineError> {
+        self.drivers.get(b).ok_or_else(|| {
+            let served: Vec<_> = self.drivers.backends().iter().map(|b| b.as_str()).collect();
+            let hint = if b == BackendKind::Null {
+                " (the null backend is accepted only when the daemon runs with --allow-null-backend)"
+            } else {
+                ""
+            };
+            EngineError::BadRequest(format!(
+                "backend {b} is not served here{hint}; served backends: {}",
+                if served.is_empty() { "none".to_owned() } else { served.join(", ") }
+            ))
+        })
+    }
+
+    async fn with_timeout<T>(
+        &self,
+        op: &'static str,
+        volume: &VolumeRef,
+        fut: impl std::future::Future<Output = Result<T, DriverError>>,
+    ) -> Result<T, EngineError> {
+        let timeout = self.timeout();
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(EngineError::Driver {
+                op,
+                volume: volume.clone(),
+                source: Box::new(source),
+            }),
+            Err(_) => Err(EngineError::Driver {
+                op,
+                volume: volume.clone(),
+                source: Box::new(DriverError::Timeout {
+                    op,
+                    what: volume.to_string(),
+                    timeout,
+                }),
+            }),
+        }
+    }
+
+    // ----- policies -------------------------------------------------------------------
+
+    /// Validates and stores a policy; records it as a new revision. Existing volumes are
+    /// untouched (each has its own copy).
+    #[instrument(skip(self, json), fields(policy = %name))]
+    pub async fn upload_policy(
+        &self,
+        name: &PolicyName,
+        json: &[u8],
+    ) -> Result<PolicyRevision, EngineError> {
+        let policy = Policy::from_json(name, json)?;
+        let bytes = policy.to_json();
+        let revision = self
+            .kv
+            .put(&self.keys.policy(name), bytes.clone(), Default::default())
+            .await?;
+        // The revision key is named by the store revision of the upload, so two uploads
+        // never share one (volplugin keyed them by wall-clock seconds).
+        self.kv
+            .put(
+                &self.keys.policy_revision(name, revision),
+                bytes,
+                crate::kv::PutOpts::absent(),
+            )
+            .await?;
+        info!(revision, "policy uploaded");
+        Ok(PolicyRevision { revision, policy })
+    }
+
+    /// The current policy.
+    pub async fn policy(&self, name: &PolicyName) -> Result<Policy, EngineError> {
+        let e = self.kv.get(&self.keys.policy(name)).await?.ok_or_else(|| {
+            EngineError::PolicyNotFound {
+                policy: name.clone(),
+            }
+        })?;
+        Policy::from_stored_json(&e.value).map_err(EngineError::Invalid)
+    }
+
+    /// Every current policy, by name.
+    pub async fn policies(&self) -> Result<Vec<Policy>, EngineError> {
+        let entries = self.kv.list(&self.keys.policies()).await?;
+        entries
+            .iter()
+            .map(|e| Policy::from_stored_json(&e.value).map_err(EngineError::Invalid))
+            .collect()
+    }
+
+    /// Deletes a policy. Refused while it has volumes unless `force`; volumes keep their
+    /// own copy either way, and revisions are kept.
+    #[instrument(skip(self), fields(policy = %name))]
+    pub async fn delete_policy(&self, name: &PolicyName, force: bool) -> Result<(), EngineError> {
+        let key = self.keys.policy(name);
+        let e = self
+            .kv
+            .get(&key)
+            .await?
+            .ok_or_else(|| EngineError::PolicyNotFound {
+                policy: name.clone(),
+            })?;
+        let count = self.kv.list(&self.keys.volumes(Some(name))).await?.len();
+        if count > 0 && !force {
+            return Err(EngineError::PolicyInUse {
+                policy: name.clone(),
+                count,
+            });
+        }
+        match self
+            .kv
+            .delete(&key, Precondition::Revision(e.mod_rev))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(KvError::Conflict { current: None, .. }) => Err(EngineError::PolicyNotFound {
+                policy: name.clone(),
+            }),
+            Err(KvError::Conflict { .. }) => Err(EngineError::BadRequest(format!(
+                "policy {name} was changed while being deleted; look at it again and retry"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A policy's revisions, oldest first.
+    pub async fn policy_revisions(&self, name: &PolicyName) -> Result<Vec<Revision>, EngineError> {
+        let entries = self.kv.list(&self.keys.policy_revisions(name)).await?;
+        if entries.is_empty() && self.kv.get(&self.keys.policy(name)).await?.is_none() {
+            return Err(EngineError::PolicyNotFound {
+                policy: name.clone(),
+            });
+        }
+        Ok(entries
+            .iter()
+            .filter_map(|e| e.key.rsplit('/').next().and_then(|r| r.parse().ok()))
+            .collect())
+    }
+
+    /// One revision of a policy.
+    pub async fn policy_revision(
+        &self,
+        name: &PolicyName,
+        revision: Revision,
+    ) -> Result<PolicyRevision, EngineError> {
+        let e = self
+            .kv
+            .get(&self.keys.policy_revision(name, revision))
+            .await?
+            .ok_or_else(|| EngineError::RevisionNotFound {
+                policy: name.clone(),
+                revision,
+            })?;
+        Ok(PolicyRevision {
+            revision,
+            policy: Policy::from_stored_json(&e.value)?,
+        })
+    }
+
+    // ----- global ---------------------------------------------------------------------
+
+    /// The stored global configuration (defaults when none is stored).
+    pub async fn global(&self) -> Result<GlobalConfig, EngineError> {
+        match self.kv.get(&self.keys.global()).await? {
+            None => Ok(GlobalConfig::default()),
+            Some(e) => Ok(GlobalConfig::from_json(&e.value)?),
+        }
+    }
+
+    /// Validates and stores the global configuration.
+    pub async fn set_global(&self, json: &[u8]) -> Result<GlobalConfig, EngineError> {
+        let g = GlobalConfig::from_json(json)?;
+        self.kv
+            .put(&self.keys.global(), g.to_json(), Default::default())
+            .await?;
+        Ok(g)
+    }
+
+    // ----- volumes --------------------------------------------------------------------
+
+    fn both(&self, v: &VolumeRef, reason: LockReason) -> Vec<LockRequest> {
+        vec![
+            LockRequest::new(LockKind::Mount, v.clone(), reason),
+            LockRequest::new(LockKind::Op, v.clone(), reason),
+        ]
+    }
+
+    fn map_lock(&self, v: &VolumeRef, e: LockError) -> EngineError {
+        match e {
+            LockError::CheckFailed { key } if key == self.keys.volume(v) => {
+                EngineError::VolumeExists { volume: v.clone() }
+            }
+            other => other.into(),
+        }
+    }
+
+    async fn release_quietly(&self, held: &[HeldLock]) {
+        // Releasing compares fencing tokens, so any locker of this host can do it.
+        if let Err(e) = self.locker.release(held).await {
+            warn!(error = %e, "could not release locks; they expire with this daemon's lease");
+        }
+    }
+
+    /// Creates a volume from its policy and `options`: reserves the name and takes the
+    /// locks in one transaction, creates and formats the storage, then publishes the
+    /// record and runtime and releases the locks in one transaction.
+    #[instrument(skip(self, options), fields(volume = %vref))]
+    pub async fn create(
+        &self,
+        vref: &VolumeRef,
+        options: &BTreeMap<String, String>,
+    ) -> Result<VolumeInfo, EngineError> {
+        let policy_entry = self
+            .kv
+            .get(&self.keys.policy(&vref.policy))
+            .await?
+            .ok_or_else(|| EngineError::PolicyNotFound {
+                policy: vref.policy.clone(),
+            })?;
+        let policy = Policy::from_stored_json(&policy_entry.value)?;
+        let mut volume = Volume::from_policy(&policy, vref.volume.clone(), options, now_millis())?;
+        volume.policy_revision = Some(policy_entry.mod_rev);
+        let crud = volume
+            .backends
+            .crud
+            .map(|b| self.driver(b))
+            .transpose()?
+            .cloned();
+        self.driver(volume.backends.mount)?;
+        let lease = self.lease()?;
+        let vkey = self.keys.volume(vref);
+        let reserve = [TxnOp::Check {
+            key: vkey.clone(),
+            pre: Precondition::Absent,
+        }];
+        let held = self
+            .op()
+            .acquire_checked(
+                &self.both(vref, LockReason::Create),
+                &lease,
+                self.timeout(),
+                &reserve,
+            )
+            .await
+            .map_err(|e| self.map_lock(vref, e))?;
+        let spec = VolumeSpec::of(&volume, self.timeout());
+        if let Some(d) = &crud {
+            if let Err(e) = self.with_timeout("create", vref, d.create(&spec)).await {
+                self.release_quietly(&held).await;
+                return Err(
+                    if matches!(e.driver_error(), Some(DriverError::AlreadyExists { .. })) {
+                        EngineError::BadRequest(format!(
+                        "storage for {vref} already exists but no volume record does; if it is left over, remove it from the backend first"
+                    ))
+                    } else {
+                        e
+                    },
+                );
+            }
+            if let Err(e) = self.with_timeout("format", vref, d.format(&spec)).await {
+                self.destroy_quietly(d.as_ref(), &spec).await;
+                self.release_quietly(&held).await;
+                return Err(e);
+            }
+        }
+        let mut ops: Vec<TxnOp> = held.iter().map(HeldLock::fence).collect();
+        ops.push(TxnOp::Put {
+            key: vkey,
+            value: encode(&volume),
+            pre: Precondition::Absent,
+            lease: None,
+        });
+        ops.push(TxnOp::Put {
+            key: self.keys.runtime(vref),
+            value: encode(&volume.runtime),
+            pre: Precondition::Any,
+            lease: None,
+        });
+        ops.extend(held.iter().map(|h| TxnOp::Delete {
+            key: h.key.clone(),
+            pre: Precondition::Any,
+        }));
+        if let Err(e) = self.kv.txn(ops).await {
+            // Lost our locks (or the store) after making storage: undo it.
+            if let Some(d) = &crud {
+                self.destroy_quietly(d.as_ref(), &spec).await;
+            }
+            self.release_quietly(&held).await;
+            return Err(match e {
+                KvError::Conflict { .. } => EngineError::BadRequest(format!(
+                    "lost the locks on {vref} while creating it (lease expired?); nothing was kept, retry"
+                )),
+                e => e.into(),
+            });
+        }
+        info!("volume created");
+        let runtime_options = volume.runtime.clone();
+        Ok(VolumeInfo {
+            volume,
+            runtime_options,
+        })
+    }
+
+    async fn destroy_quietly(&self, d: &dyn VolumeDriver, spec: &VolumeSpec) {
+        match self
+            .with_timeout("destroy", &spec.volume, d.destroy(spec))
+            .await
+        {
+            Ok(()) => info!(volume = %spec.volume, "storage made by a failed operation destroyed"),
+            Err(e) => {
+                warn!(volume = %spec.volume, error = %e, "could not destroy storage made by a failed operation")
+            }
+        }
+    }
+
+    async fn record(&self, vref: &VolumeRef) -> Result<(Volume, Entry), EngineError> {
+        let e = self.kv.get(&self.keys.volume(vref)).await?.ok_or_else(|| {
+            EngineError::VolumeNotFound {
+                volume: vref.clone(),
+            }
+        })?;
+        Ok((decode(&e)?, e))
+    }
+
+    /// A volume and its live runtime options.
+    pub async fn get(&self, vref: &VolumeRef) -> Result<VolumeInfo, EngineError> {
+        let (volume, _) = self.record(vref).await?;
+        let runtime_options = match self.kv.get(&self.keys.runtime(vref)).await? {
+            Some(e) => decode(&e)?,
+            None => volume.runtime.clone(),
+        };
+        Ok(VolumeInfo {
+            volume,
+            runtime_options,
+        })
+    }
+
+    /// Every volume, or every volume of one policy, sorted by policy then name.
+    pub async fn list(&self, policy: Option<&PolicyName>) -> Result<Vec<Volume>, EngineError> {
+        let entries = self.kv.list(&self.keys.volumes(policy)).await?;
+        entries.iter().map(decode).collect()
+    }
+
+    /// Removes a volume: waits up to `timeout` (default: the global timeout) for its
+    /// locks, destroys the storage, then deletes the record. With `force`, storage and
+    /// record are removed even while the volume is locked (its locks are cleared too).
+    #[instrument(skip(self), fields(volume = %vref))]
+    pub async fn remove(
+        &self,
+        vref: &VolumeRef,
+        force: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), EngineError> {
+        if force {
+            return self.remove_forced(vref).await;
+        }
+        let lease = self.lease()?;
+        let wait = timeout.unwrap_or_else(|| self.timeout());
+        // The record must exist; checked again once the locks are held.
+        self.record(vref).await?;
+        let held = self
+            .op()
+            .acquire(&self.both(vref, LockReason::Remove), &lease, wait)
+            .await?;
+        let result = self.remove_locked(vref, &held).await;
+        if result.is_err() {
+            self.release_quietly(&held).await;
+        }
+        result
+    }
+
+    async fn remove_locked(&self, vref: &VolumeRef, held: &[HeldLock]) -> Result<(), EngineError> {
+        // Someone may have removed it while we waited.
+        let (volume, entry) = self.record(vref).await?;
+        if let Some(b) = volume.backends.crud {
+            let d = self.driver(b)?.clone();
+            let spec = VolumeSpec::of(&volume, self.timeout());
+            match self.with_timeout("destroy", vref, d.destroy(&spec)).await {
+                Ok(()) => {}
+                Err(e) if e.is_driver_not_found() => {
+                    warn!("storage was already gone; removing the record")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut ops: Vec<TxnOp> = held.iter().map(HeldLock::fence).collect();
+        ops.push(TxnOp::Delete {
+            key: entry.key.clone(),
+            pre: Precondition::Revision(entry.mod_rev),
+        });
+        ops.push(TxnOp::Delete {
+            key: self.keys.runtime(vref),
+            pre: Precondition::Any,
+        });
+        ops.extend(held.iter().map(|h| TxnOp::Delete {
+            key: h.key.clone(),
+            pre: Precondition::Any,
+        }));
+        self.kv.txn(ops).await?;
+        info!("volume removed");
+        Ok(())
+    }
+
+    async fn remove_forced(&self, vref: &VolumeRef) -> Result<(), EngineError> {
+        let (volume, entry) = self.record(vref).await?;
+        if let Some(b) = volume.backends.crud {
+            let d = self.driver(b)?.clone();
+            let spec = VolumeSpec::of(&volume, self.timeout());
+            match self.with_timeout("destroy", vref, d.destroy(&spec)).await {
+                Ok(()) => {}
+                Err(e) if e.is_driver_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let ops = vec![
+            TxnOp::Delete {
+                key: entry.key.clone(),
+                pre: Precondition::Any,
+            },
+            TxnOp::Delete {
+                key: self.keys.runtime(vref),
+                pre: Precondition::Any,
+            },
+            TxnOp::Delete {
+                key: self.keys.lock(LockKind::Mount, vref),
+                pre: Precondition::Any,
+            },
+            TxnOp::Delete {
+                key: self.keys.lock(LockKind::Op, vref),
+                pre: Precondition::Any,
+            },
+        ];
+        self.kv.txn(ops).await?;
+        warn!("volume force-removed (storage, record and locks)");
+        Ok(())
+    }
+
+    /// Deletes only the record (and runtime) of a volume; storage and locks are left.
+    #[instrument(skip(self), fields(volume = %vref))]
+    pub async fn force_remove_record(&self, vref: &VolumeRef) -> Result<(), EngineError> {
+        let ops = vec![
+            TxnOp::Delete {
+                key: self.keys.volume(vref),
+                pre: Precondition::Any,
+            },
+            TxnOp::Delete {
+                key: self.keys.runtime(vref),
+                pre: Precondition::Any,
+            },
+        ];
+        self.record(vref).await?;
+        self.kv.txn(ops).await?;
+        warn!("volume record force-removed; storage kept");
+        Ok(())
+    }
+
+    /// The runtime options in force.
+    pub async fn runtime(&self, vref: &VolumeRef) -> Result<RuntimeOptions, EngineError> {
+        Ok(self.get(vref).await?.runtime_options)
+    }
+
+    /// Validates and replaces a volume's runtime options (whole-object replace); plugins
+    /// watching `runtime/` apply them.
+    #[instrument(skip(self, json), fields(volume = %vref))]
+    pub async fn set_runtime(
+        &self,
+        vref: &VolumeRef,
+        json: &[u8],
+    ) -> Result<RuntimeOptions, EngineError> {
+        let r = RuntimeOptions::from_json(json)?;
+        let (_, entry) = self.record(vref).await?;
+        let ops = vec![
+            TxnOp::Check {
+                key: entry.key.clone(),
+                pre: Precondition::Revision(entry.mod_rev),
+            },
+            TxnOp::Put {
+                key: self.keys.runtime(vref),
+                value: encode(&r),
+                pre: Precondition::Any,
+                lease: None,
+            },
+        ];
+        match self.kv.txn(ops).await {
+            Ok(_) => Ok(r),
+            Err(KvError::Conflict { .. }) => Err(EngineError::VolumeNotFound {
+                volume: vref.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn snapshot_driver<'a>(
+        &self,
+        volume: &Volume,
+        d: &'a Arc<dyn VolumeDriver>,
+    ) -> Result<&'a dyn SnapshotDriver, EngineError> {
+        let no = || EngineError::NoSnapshots {
+            volume: volume.reference(),
+            backend: volume.backends.mount.to_string(),
+        };
+        if volume.backends.snapshot.is_none() {
+            return Err(no());
+        }
+        d.snapshots().ok_or_else(no)
+    }
+
+    /// Takes a snapshot now (under the volume's `op` lock); returns its name.
+    #[instrument(skip(self), fields(volume = %vref))]
+    pub async fn snapshot(&self, vref: &VolumeRef) -> Result<SnapshotName, EngineError> {
+        let (volume, _) = self.record(vref).await?;
+        let d = self
+            .driver(volume.backends.snapshot.unwrap_or(volume.backends.mount))?
+            .clone();
+        let sd = self.snapshot_driver(&volume, &d)?;
+        let lease = self.lease()?;
+        let held = self
+            .op()
+            .acquire(
+                &[LockRequest::new(
+                    LockKind::Op,
+                    vref.clone(),
+                    LockReason::Snapshot,
+                )],
+                &lease,
+                self.timeout(),
+            )
+            .await?;
+        let name = snapshot_name(SystemTime::now());
+        let spec = VolumeSpec::of(&volume, self.timeout());
+        let res = self
+            .with_timeout("snapshot", vref, sd.create_snapshot(&spec, &name))
+            .await;
+        self.release_quietly(&held).await;
+        res?;
+        info!(snapshot = %name, "snapshot taken");
+        Ok(name)
+    }
+
+    /// A volume's snapshots, oldest first.
+    pub async fn snapshots(&self, vref: &VolumeRef) -> Result<Vec<SnapshotName>, EngineError> {
+        let (volume, _) = self.record(vref).await?;
+        let d = self
+            .driver(volume.backends.snapshot.unwrap_or(volume.backends.mount))?
+            .clone();
+        let sd = self.snapshot_driver(&volume, &d)?;
+        let spec = VolumeSpec::of(&volume, self.timeout());
+        self.with_timeout("list snapshots", vref, sd.list_snapshots(&spec))
+            .await
+    }
+
+    /// Makes volume `target` (same policy) from snapshot `snap` of `source`. The source's
+    /// `op` lock and the target's locks are held; the source may stay mounted. A failed
+    /// copy leaves no record behind.
+    #[instrument(skip(self), fields(volume = %source))]
+    pub async fn copy(
+        &self,
+        source: &VolumeRef,
+        snap: &SnapshotName,
+        target: &VolumeName,
+    ) -> Result<VolumeInfo, EngineError> {
+        if &source.volume == target {
+            return Err(EngineError::BadRequest(format!(
+                "cannot copy volume {source} onto itself"
+            )));
+        }
+        let tref = VolumeRef::new(source.policy.clone(), target.clone());
+        let (src, _) = self.record(source).await?;
+        let d = self
+            .driver(src.backends.snapshot.unwrap_or(src.backends.mount))?
+            .clone();
+        let sd = self.snapshot_driver(&src, &d)?;
+        let lease = self.lease()?;
+        let mut reqs = self.both(&tref, LockReason::Copy);
+        reqs.push(LockRequest::new(
+            LockKind::Op,
+            source.clone(),
+            LockReason::Copy,
+        ));
+        let tkey = self.keys.volume(&tref);
+        let held = self
+            .op()
+            .acquire_checked(
+                &reqs,
+                &lease,
+                self.timeout(),
+                &[TxnOp::Check {
+                    key: tkey.clone(),
+                    pre: Precondition::Absent,
+                }],
+            )
+            .await
+            .map_err(|e| self.map_lock(&tref, e))?;
+        let mut volume = src.clone();
+        volume.name = target.clone();
+        volume.created_at = now_millis();
+        let sspec = VolumeSpec::of(&src, self.timeout());
+        let tspec = VolumeSpec::of(&volume, self.timeout());
+        if let Err(e) = self
+            .with_timeout("copy", source, sd.copy_snapshot(&sspec, snap, &tspec))
+            .await
+        {
+            self.release_quietly(&held).await;
+            return Err(e);
+        }
+        let runtime = match self.kv.get(&self.keys.runtime(source)).await? {
+            Some(e) => decode(&e)?,
+            None => src.runtime.clone(),
+        };
+        let mut ops: Vec<TxnOp> = held.iter().map(HeldLock::fence).collect();
+        ops.push(TxnOp::Put {
+            key: tkey,
+            value: encode(&volume),
+            pre: Precondition::Absent,
+            lease: None,
+        });
+        ops.push(TxnOp::Put {
+            key: self.keys.runtime(&tref),
+            value: encode(&runtime),
+            pre: Precondition::Any,
+            lease: None,
+        });
+        ops.extend(held.iter().map(|h| TxnOp::Delete {
+            key: h.key.clone(),
+            pre: Precondition::Any,
+        }));
+        if let Err(e) = self.kv.txn(ops).await {
+            if let Some(b) = volume.backends.crud {
+                if let Ok(cd) = self.driver(b) {
+                    self.destroy_quietly(cd.as_ref(), &tspec).await;
+                }
+            }
+            self.release_quietly(&held).await;
+            return Err(e.into());
+        }
+        info!(snapshot = %snap, target = %tref, "volume copied from snapshot");
+        Ok(VolumeInfo {
+            volume,
+            runtime_options: runtime,
+        })
+    }
+
+    /// Every lock, or those of one kind.
+    pub async fn locks(
+        &self,
+        kind: Option<LockKind>,
+    ) -> Result<Vec<crate::lock::LockInfo>, EngineError> {
+        Ok(self.locker.list(kind).await?)
+    }
+
+    /// Clears a volume's locks whoever holds them.
+    pub async fn force_remove_locks(
+        &self,
+        vref: &VolumeRef,
+    ) -> Result<Vec<LockHolder>, EngineError> {
+        Ok(self
+            .locker
+            .force_remove(vref, &[LockKind::Mount, LockKind::Op])
+            .await?)
+    }
+}
+
+/// Now, to the millisecond (records store milliseconds, so what is returned equals what
+/// is read back).
+fn now_millis() -> SystemTime {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A snapshot name from a time: `snap-YYYYMMDD-HHMMSS-mmm` (UTC), sortable.
+pub fn snapshot_name(t: SystemTime) -> SnapshotName {
+    let s = humantime::format_rfc3339_millis(t).to_string(); // 2026-12-01T08:30:00.123Z
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    // digits = YYYYMMDDHHMMSSmmm
+    let name = if digits.len() >= 17 {
+        format!(
+            "snap-{}-{}-{}",
+            &digits[..8],
+            &digits[8..14],
+            &digits[14..17]
+        )
+    } else {
+        format!("snap-{digits}")
+    };
+    #[allow(clippy::expect_used)]
+    SnapshotName::new(name).expect("letters, digits and '-' make a valid snapshot name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_sort_by_time() {
+        let a = snapshot_name(SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_578_400_001));
+        let b = snapshot_name(SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_578_400_002));
+        assert_eq!(a.as_str(), "snap-20251201-084000-001");
+        assert!(a < b);
+    }
+}
