@@ -42,10 +42,13 @@ fn rejects_with_the_reason_and_exit_1() {
     assert_eq!(code, 1);
     assert!(out.is_empty());
     assert!(
-        err.contains(
-            "frequency-10d.json: runtime: snapshot.frequency \"10d\": days are not a unit here"
-        ),
+        err.starts_with("rejected/frequency-10d.json: policy is not valid: runtime: snapshot.frequency \"10d\": days are not a unit here"),
         "{err}"
+    );
+    assert_eq!(
+        err.matches("days are not").count(),
+        1,
+        "reason repeated: {err}"
     );
 }
 
