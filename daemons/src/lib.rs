@@ -1,3 +1,87 @@
-//! volcore's binaries. This build ships `volcli` with its offline commands
-//! (`policy check`, `global check`, `runtime check`); the daemons (volmaster, volplugin,
-//! volsupervisor, volstack) are not built yet.
+//! volcore's binaries, as libraries so tests can run them in-process: volmaster
+//! ([`master`]) and the shared pieces (`volcli` lives in `src/bin/volcli.rs`).
+//! Each `main.rs` only parses configuration, installs tracing and calls `run`.
+
+pub mod master;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tracing::{info, warn};
+use volcore::{GlobalConfig, HostName, Keys, KvStore, WatchEvent};
+
+/// Reads the global configuration and keeps a channel up to date with it (defaults when
+/// none is stored; a bad stored value keeps the last good one and is logged).
+pub async fn watch_global(
+    kv: Arc<dyn KvStore>,
+    keys: Keys,
+) -> Result<watch::Receiver<GlobalConfig>> {
+    let key = keys.global();
+    let read = |e: Option<volcore::Entry>| -> GlobalConfig {
+        match e {
+            None => GlobalConfig::default(),
+            Some(e) => GlobalConfig::from_json(&e.value).unwrap_or_else(|err| {
+                warn!(error = %err, "stored global configuration is invalid; using defaults");
+                GlobalConfig::default()
+            }),
+        }
+    };
+    let first = kv
+        .get(&key)
+        .await
+        .context("reading the global configuration")?;
+    let after = first.as_ref().map(|e| e.mod_rev);
+    let (tx, rx) = watch::channel(read(first));
+    let mut stream = kv.watch(&key, after.or(Some(kv.revision().await?))).await?;
+    tokio::spawn(async move {
+        while let Some(ev) = stream.next().await {
+            let next = match ev {
+                Ok(WatchEvent::Put(e)) if e.key == key => read(Some(e)),
+                Ok(WatchEvent::Delete { key: k, .. }) if k == key => GlobalConfig::default(),
+                Ok(WatchEvent::Resync { .. }) => match kv.get(&key).await {
+                    Ok(e) => read(e),
+                    Err(err) => {
+                        warn!(error = %err, "could not re-read the global configuration");
+                        continue;
+                    }
+                },
+                Ok(_) => continue,
+                Err(err) => {
+                    warn!(error = %err, "global configuration watch failed");
+                    break;
+                }
+            };
+            info!(
+                ttl_s = next.ttl.as_secs(),
+                timeout_s = next.timeout.as_secs(),
+                "global configuration changed"
+            );
+            if tx.send(next).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// This machine's host name as a host label (`/proc/sys/kernel/hostname`), or `localhost`.
+pub fn default_host() -> HostName {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .and_then(|h| HostName::new(h.trim()).ok())
+        .unwrap_or_else(|| {
+            HostName::new("localhost").unwrap_or_else(|_| unreachable!("valid host name"))
+        })
+}
+
+/// Installs the tracing subscriber (`RUST_LOG`, default `info`), logging to stderr.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -202,6 +202,18 @@ impl Keys {
         format!("{}/hosts/{host}", self.prefix)
     }
 
+    /// `maintenance/<session>`: marks a lease as a `volcli use exec` session.
+    pub fn maintenance(&self, session: &crate::kv::LeaseId) -> String {
+        // Lease ids come from the store (digits, or hex and '-'); keep only those
+        // characters so a session id can never address another key.
+        let safe: String = session
+            .as_str()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        format!("{}/maintenance/{safe}", self.prefix)
+    }
+
     /// `leader/supervisor`.
     pub fn supervisor_leader(&self) -> String {
         format!("{}/leader/supervisor", self.prefix)

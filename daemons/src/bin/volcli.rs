@@ -1,38 +1,60 @@
-//! volcli — the operator CLI.
+//! volcli — the operator CLI: volplugin's command tree over volmaster's REST API, plus
+//! offline `check` commands that validate files as an upload would.
 //!
-//! This build has the offline commands only: they validate policy, runtime and global
-//! configuration files exactly as the master will at upload, and print the expanded form.
-//! The commands that talk to a master (upload, get, list, volume …, use …) arrive with the
-//! master itself.
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict or locked.
 
-use std::io::Read;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use volcore::{GlobalConfig, Policy, PolicyName, RuntimeOptions};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use volcore::{GlobalConfig, Policy, PolicyName, RuntimeOptions, VolumeRef};
 
 #[derive(Parser)]
 #[command(name = "volcli", version, about = "volcore's operator CLI")]
 struct Cli {
+    /// volmaster's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "VOLCLI_MASTER",
+        default_value = "http://127.0.0.1:9005"
+    )]
+    master: String,
+    /// Stable machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Policy files.
+    /// Global configuration.
+    Global {
+        #[command(subcommand)]
+        cmd: GlobalCmd,
+    },
+    /// Policies and their revisions.
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
-    /// Global configuration files.
-    Global {
+    /// Volumes, their runtime options and snapshots.
+    Volume {
         #[command(subcommand)]
-        cmd: FileCmd,
+        cmd: VolumeCmd,
     },
-    /// Runtime option files.
+    /// Use locks.
+    Use {
+        #[command(subcommand)]
+        cmd: UseCmd,
+    },
+    /// Runtime option files (offline).
     Runtime {
         #[command(subcommand)]
         cmd: FileCmd,
@@ -40,8 +62,41 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum GlobalCmd {
+    /// Upload the global configuration (JSON on standard input).
+    Upload,
+    /// Show the global configuration.
+    Get,
+    /// Validate a global configuration file offline.
+    Check {
+        /// The file (`-` for standard input).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum PolicyCmd {
-    /// Validate policy files as an upload would; print each expanded policy.
+    /// Upload a policy (JSON on standard input).
+    Upload { name: String },
+    /// Show a policy.
+    Get { name: String },
+    /// List policies.
+    List,
+    /// Delete a policy (volumes keep their own copy).
+    Delete {
+        name: String,
+        /// Delete even while volumes exist.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Policy revisions.
+    History {
+        #[command(subcommand)]
+        cmd: HistoryCmd,
+    },
+    /// Print `name<TAB>revision` for every upload from now on.
+    Watch,
+    /// Validate policy files offline as an upload would; print each expanded policy.
     Check {
         /// Policy name (default: each file's name without `.json`).
         #[arg(long)]
@@ -53,85 +108,710 @@ enum PolicyCmd {
 }
 
 #[derive(Subcommand)]
+enum HistoryCmd {
+    /// List a policy's revisions.
+    List { name: String },
+    /// Show one revision.
+    Get { name: String, revision: u64 },
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// Create a volume.
+    Create {
+        volume: String,
+        /// Option overriding the policy (repeatable): key=value.
+        #[arg(long = "opt", short = 'o')]
+        opts: Vec<String>,
+    },
+    /// Show a volume.
+    Get { volume: String },
+    /// List the volumes of one policy (short names), or all (policy/volume).
+    List { policy: Option<String> },
+    /// List every volume as policy/volume.
+    ListAll,
+    /// Remove a volume: its storage, then its record.
+    Remove {
+        volume: String,
+        /// Remove even while it is locked (mounted or in use).
+        #[arg(long, short)]
+        force: bool,
+        /// How long to wait for its locks (e.g. 30s).
+        #[arg(long, short)]
+        timeout: Option<String>,
+    },
+    /// Remove only the record; the storage is kept.
+    ForceRemove { volume: String },
+    /// Runtime options.
+    Runtime {
+        #[command(subcommand)]
+        cmd: RuntimeCmd,
+    },
+    /// Snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuntimeCmd {
+    /// Show a volume's runtime options.
+    Get { volume: String },
+    /// Replace a volume's runtime options (JSON on standard input).
+    Upload { volume: String },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Take a snapshot now.
+    Take { volume: String },
+    /// List a volume's snapshots.
+    List { volume: String },
+    /// Copy a snapshot into a new volume of the same policy.
+    Copy {
+        volume: String,
+        snapshot: String,
+        new_volume: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UseCmd {
+    /// List use locks.
+    List {
+        /// Only this kind: mount or op.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Show a volume's locks.
+    Get { volume: String },
+    /// Clear a volume's locks, whoever holds them.
+    ForceRemove { volume: String },
+    /// Run a command while holding the volume's maintenance locks.
+    Exec {
+        volume: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum FileCmd {
-    /// Validate a file as an upload would; print the result.
+    /// Validate a file offline as an upload would; print the result.
     Check {
         /// The file (`-` for standard input).
         file: PathBuf,
     },
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
+/// An error with the exit code it maps to.
+struct Fail {
+    code: u8,
+    msg: String,
+}
+
+impl Fail {
+    fn new(code: u8, msg: impl Into<String>) -> Self {
+        Self {
+            code,
+            msg: msg.into(),
+        }
+    }
+    fn usage(msg: impl Into<String>) -> Self {
+        Self::new(2, msg)
+    }
+}
+
+type Res<T> = Result<T, Fail>;
+
+/// Prints a result: as JSON with `--json`, else through the human formatter.
+type Printer<'a> = dyn Fn(&Value, &dyn Fn(&Value)) + 'a;
+
+fn read(path: &Path) -> Res<Vec<u8>> {
+    let mut buf = Vec::new();
     if path == Path::new("-") {
-        let mut buf = Vec::new();
         std::io::stdin()
             .read_to_end(&mut buf)
-            .context("reading standard input")?;
+            .map_err(|e| Fail::new(1, format!("reading standard input: {e}")))?;
         return Ok(buf);
     }
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    std::fs::read(path).map_err(|e| Fail::new(1, format!("reading {}: {e}", path.display())))
 }
 
-fn pretty(v: &impl serde::Serialize) -> Result<String> {
-    serde_json::to_string_pretty(v).context("encoding JSON")
+fn stdin_json() -> Res<Vec<u8>> {
+    let buf = read(Path::new("-"))?;
+    serde_json::from_slice::<Value>(&buf)
+        .map_err(|e| Fail::new(1, format!("standard input is not JSON: {e}")))?;
+    Ok(buf)
 }
 
-fn run(cli: Cli) -> Result<bool> {
-    let mut all_ok = true;
-    match cli.cmd {
+fn parse_vref(s: &str) -> Res<VolumeRef> {
+    VolumeRef::parse(s).map_err(|e| Fail::usage(e.to_string()))
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(master: &str) -> Res<Self> {
+        let base = master.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(Fail::usage(format!(
+                "--master {master:?} must be an http:// URL"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Fail::new(1, format!("http client: {e}")))?;
+        Ok(Self { base, http })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Res<reqwest::Response> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        req.send().await.map_err(|e| {
+            Fail::new(
+                1,
+                format!("cannot reach volmaster at {}: {e} (is it running? set --master or VOLCLI_MASTER)", self.base),
+            )
+        })
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Res<Value> {
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| Fail::new(1, format!("reading the answer: {e}")))?;
+        if status.is_success() {
+            return Ok(if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            });
+        }
+        let msg = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("volmaster answered {status}: {text}"));
+        let code = match status {
+            StatusCode::NOT_FOUND => 3,
+            StatusCode::CONFLICT | StatusCode::LOCKED => 4,
+            StatusCode::BAD_REQUEST => 1,
+            _ => 1,
+        };
+        Err(Fail::new(code, msg))
+    }
+}
+
+fn seg(s: &str) -> String {
+    // Names are validated; this only keeps a stray character from changing the path.
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_-".contains(*c))
+        .collect()
+}
+
+fn vpath(v: &VolumeRef) -> String {
+    format!("/v1/volumes/{}/{}", v.policy, v.volume)
+}
+
+fn check_files(name: Option<String>, files: &[PathBuf]) -> Res<()> {
+    let mut failed = false;
+    for f in files {
+        let n = match (&name, f.file_stem()) {
+            (Some(n), _) => n.clone(),
+            (None, Some(stem)) if f != Path::new("-") => stem.to_string_lossy().into_owned(),
+            _ => {
+                return Err(Fail::new(
+                    1,
+                    "reading a policy from standard input needs --name",
+                ))
+            }
+        };
+        let res = PolicyName::new(n).map_err(|e| e.to_string()).and_then(|n| {
+            read(f)
+                .map_err(|e| e.msg)
+                .and_then(|b| Policy::from_json(&n, &b).map_err(|e| e.to_string()))
+        });
+        match res {
+            Ok(p) => println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default()),
+            Err(e) => {
+                eprintln!("{}: {e}", f.display());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(Fail::new(1, "some files are invalid"))
+    } else {
+        Ok(())
+    }
+}
+
+fn print_locks(locks: &Value, json_out: bool) {
+    if json_out {
+        println!("{}", pretty(locks));
+        return;
+    }
+    let rows = locks.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "{:<32} {:<6} {:<20} {:<12} SINCE",
+        "VOLUME", "KIND", "HOST", "REASON"
+    );
+    for l in rows {
+        println!(
+            "{:<32} {:<6} {:<20} {:<12} {}",
+            l["volume"].as_str().unwrap_or("?"),
+            l["kind"].as_str().unwrap_or("?"),
+            l["host"].as_str().unwrap_or("?"),
+            l["reason"].as_str().unwrap_or("?"),
+            l["since"].as_str().unwrap_or("?"),
+        );
+    }
+}
+
+async fn run(cli: Cli) -> Res<u8> {
+    let j = cli.json;
+    let out = |v: &Value, human: &dyn Fn(&Value)| {
+        if j {
+            println!("{}", pretty(v));
+        } else {
+            human(v);
+        }
+    };
+    // Offline commands need no master.
+    match &cli.cmd {
         Cmd::Policy {
             cmd: PolicyCmd::Check { name, files },
+        } => return check_files(name.clone(), files).map(|()| 0),
+        Cmd::Global {
+            cmd: GlobalCmd::Check { file },
         } => {
-            for f in &files {
-                let n = match (&name, f.file_stem()) {
-                    (Some(n), _) => n.clone(),
-                    (None, Some(stem)) if f != Path::new("-") => {
-                        stem.to_string_lossy().into_owned()
+            let g = GlobalConfig::from_json(&read(file)?)
+                .map_err(|e| Fail::new(1, format!("{}: {e}", file.display())))?;
+            println!("{}", serde_json::to_string_pretty(&g).unwrap_or_default());
+            return Ok(0);
+        }
+        Cmd::Runtime {
+            cmd: FileCmd::Check { file },
+        } => {
+            let r = RuntimeOptions::from_json(&read(file)?)
+                .map_err(|e| Fail::new(1, format!("{}: {e}", file.display())))?;
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            return Ok(0);
+        }
+        _ => {}
+    }
+    let c = Client::new(&cli.master)?;
+    match cli.cmd {
+        Cmd::Global { cmd } => match cmd {
+            GlobalCmd::Upload => {
+                let v = c
+                    .call(Method::PUT, "/v1/global", Some(stdin_json()?))
+                    .await?;
+                out(&v, &|_| println!("global configuration uploaded"));
+            }
+            GlobalCmd::Get => {
+                let v = c.call(Method::GET, "/v1/global", None).await?;
+                println!("{}", pretty(&v));
+            }
+            GlobalCmd::Check { .. } => {}
+        },
+        Cmd::Policy { cmd } => match cmd {
+            PolicyCmd::Upload { name } => {
+                PolicyName::new(&name).map_err(|e| Fail::usage(e.to_string()))?;
+                let v = c
+                    .call(
+                        Method::PUT,
+                        &format!("/v1/policies/{}", seg(&name)),
+                        Some(stdin_json()?),
+                    )
+                    .await?;
+                out(&v, &|v| {
+                    println!("policy {name} uploaded as revision {}", v["revision"])
+                });
+            }
+            PolicyCmd::Get { name } => {
+                PolicyName::new(&name).map_err(|e| Fail::usage(e.to_string()))?;
+                let v = c
+                    .call(Method::GET, &format!("/v1/policies/{}", seg(&name)), None)
+                    .await?;
+                println!("{}", pretty(&v));
+            }
+            PolicyCmd::List => {
+                let v = c.call(Method::GET, "/v1/policies", None).await?;
+                out(&v, &|v| {
+                    for p in v.as_array().into_iter().flatten() {
+                        println!("{}", p["name"].as_str().unwrap_or("?"));
                     }
-                    _ => anyhow::bail!("reading a policy from standard input needs --name"),
-                };
-                let checked = PolicyName::new(n)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|n| Ok(Policy::from_json(&n, &read(f)?)?));
-                match checked {
-                    Ok(p) => println!("{}", pretty(&p)?),
-                    Err(e) => {
-                        eprintln!("{}: {e:#}", f.display());
-                        all_ok = false;
+                });
+            }
+            PolicyCmd::Delete { name, force } => {
+                PolicyName::new(&name).map_err(|e| Fail::usage(e.to_string()))?;
+                let q = if force { "?force=true" } else { "" };
+                c.call(
+                    Method::DELETE,
+                    &format!("/v1/policies/{}{q}", seg(&name)),
+                    None,
+                )
+                .await?;
+                out(&json!({"deleted": name}), &|_| {
+                    println!("policy {name} deleted")
+                });
+            }
+            PolicyCmd::History { cmd } => match cmd {
+                HistoryCmd::List { name } => {
+                    PolicyName::new(&name).map_err(|e| Fail::usage(e.to_string()))?;
+                    let v = c
+                        .call(
+                            Method::GET,
+                            &format!("/v1/policies/{}/revisions", seg(&name)),
+                            None,
+                        )
+                        .await?;
+                    out(&v, &|v| {
+                        for r in v.as_array().into_iter().flatten() {
+                            println!("{r}");
+                        }
+                    });
+                }
+                HistoryCmd::Get { name, revision } => {
+                    PolicyName::new(&name).map_err(|e| Fail::usage(e.to_string()))?;
+                    let v = c
+                        .call(
+                            Method::GET,
+                            &format!("/v1/policies/{}/revisions/{revision}", seg(&name)),
+                            None,
+                        )
+                        .await?;
+                    out(&v, &|v| println!("{}", pretty(&v["policy"])));
+                }
+            },
+            PolicyCmd::Watch => {
+                use futures::StreamExt;
+                let resp = c.send(Method::GET, "/v1/watch/policies", None).await?;
+                if !resp.status().is_success() {
+                    return Err(Fail::new(
+                        1,
+                        format!("volmaster answered {}", resp.status()),
+                    ));
+                }
+                let mut stream = resp.bytes_stream();
+                let mut buf = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let chunk =
+                        chunk.map_err(|e| Fail::new(1, format!("watch stream broke: {e}")))?;
+                    buf.extend_from_slice(&chunk);
+                    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=pos).collect();
+                        let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+                            continue;
+                        };
+                        if j {
+                            println!("{}", serde_json::to_string(&v).unwrap_or_default());
+                        } else if let (Some(p), Some(r)) =
+                            (v["policy"].as_str(), v["revision"].as_u64())
+                        {
+                            println!("{p}\t{r}");
+                        }
+                        let _ = std::io::stdout().flush();
+                    }
+                }
+                return Err(Fail::new(1, "volmaster closed the watch"));
+            }
+            PolicyCmd::Check { .. } => {}
+        },
+        Cmd::Volume { cmd } => return volume(&c, cmd, j, &out).await,
+        Cmd::Use { cmd } => return use_cmd(&c, cmd, j).await,
+        Cmd::Runtime { .. } => {}
+    }
+    Ok(0)
+}
+
+async fn volume(c: &Client, cmd: VolumeCmd, j: bool, out: &Printer<'_>) -> Res<u8> {
+    match cmd {
+        VolumeCmd::Create { volume, opts } => {
+            let v = parse_vref(&volume)?;
+            let mut options = BTreeMap::new();
+            for o in opts {
+                let (k, val) = o
+                    .split_once('=')
+                    .ok_or_else(|| Fail::usage(format!("--opt {o:?} must be key=value")))?;
+                options.insert(k.to_owned(), val.to_owned());
+            }
+            let body = serde_json::to_vec(&json!({"volume": v.to_string(), "options": options}))
+                .unwrap_or_default();
+            let got = c.call(Method::POST, "/v1/volumes", Some(body)).await?;
+            out(&got, &|_| println!("volume {v} created"));
+        }
+        VolumeCmd::Get { volume } => {
+            let v = parse_vref(&volume)?;
+            let got = c.call(Method::GET, &vpath(&v), None).await?;
+            println!("{}", pretty(&got));
+        }
+        VolumeCmd::List { policy } => {
+            let path = match &policy {
+                Some(p) => {
+                    PolicyName::new(p).map_err(|e| Fail::usage(e.to_string()))?;
+                    format!("/v1/volumes?policy={}", seg(p))
+                }
+                None => "/v1/volumes".to_owned(),
+            };
+            let got = c.call(Method::GET, &path, None).await?;
+            out(&got, &|v| {
+                for vol in v.as_array().into_iter().flatten() {
+                    let (p, n) = (
+                        vol["policy"].as_str().unwrap_or("?"),
+                        vol["name"].as_str().unwrap_or("?"),
+                    );
+                    if policy.is_some() {
+                        println!("{n}");
+                    } else {
+                        println!("{p}/{n}");
+                    }
+                }
+            });
+        }
+        VolumeCmd::ListAll => {
+            let got = c.call(Method::GET, "/v1/volumes", None).await?;
+            out(&got, &|v| {
+                for vol in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{}/{}",
+                        vol["policy"].as_str().unwrap_or("?"),
+                        vol["name"].as_str().unwrap_or("?")
+                    );
+                }
+            });
+        }
+        VolumeCmd::Remove {
+            volume,
+            force,
+            timeout,
+        } => {
+            let v = parse_vref(&volume)?;
+            let mut q = Vec::new();
+            if force {
+                q.push("force=true".to_owned());
+            }
+            if let Some(t) = timeout {
+                volcore::size::parse_duration(&t)
+                    .map_err(|e| Fail::usage(format!("--timeout: {e}")))?;
+                q.push(format!("timeout={}", t.replace(' ', "")));
+            }
+            let qs = if q.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", q.join("&"))
+            };
+            c.call(Method::DELETE, &format!("{}{qs}", vpath(&v)), None)
+                .await?;
+            out(&json!({"removed": v.to_string()}), &|_| {
+                println!("volume {v} removed")
+            });
+        }
+        VolumeCmd::ForceRemove { volume } => {
+            let v = parse_vref(&volume)?;
+            c.call(Method::DELETE, &format!("{}/record", vpath(&v)), None)
+                .await?;
+            out(&json!({"removed_record": v.to_string()}), &|_| {
+                println!("record of volume {v} removed (storage kept)")
+            });
+        }
+        VolumeCmd::Runtime { cmd } => match cmd {
+            RuntimeCmd::Get { volume } => {
+                let v = parse_vref(&volume)?;
+                let got = c
+                    .call(Method::GET, &format!("{}/runtime", vpath(&v)), None)
+                    .await?;
+                println!("{}", pretty(&got));
+            }
+            RuntimeCmd::Upload { volume } => {
+                let v = parse_vref(&volume)?;
+                let got = c
+                    .call(
+                        Method::PUT,
+                        &format!("{}/runtime", vpath(&v)),
+                        Some(stdin_json()?),
+                    )
+                    .await?;
+                out(&got, &|_| println!("runtime options of {v} updated"));
+            }
+        },
+        VolumeCmd::Snapshot { cmd } => match cmd {
+            SnapshotCmd::Take { volume } => {
+                let v = parse_vref(&volume)?;
+                let got = c
+                    .call(Method::POST, &format!("{}/snapshots", vpath(&v)), None)
+                    .await?;
+                out(&got, &|g| {
+                    println!("{}", g["snapshot"].as_str().unwrap_or("?"))
+                });
+            }
+            SnapshotCmd::List { volume } => {
+                let v = parse_vref(&volume)?;
+                let got = c
+                    .call(Method::GET, &format!("{}/snapshots", vpath(&v)), None)
+                    .await?;
+                out(&got, &|g| {
+                    for s in g.as_array().into_iter().flatten() {
+                        println!("{}", s.as_str().unwrap_or("?"));
+                    }
+                });
+            }
+            SnapshotCmd::Copy {
+                volume,
+                snapshot,
+                new_volume,
+            } => {
+                let v = parse_vref(&volume)?;
+                if new_volume.contains('/') {
+                    return Err(Fail::usage(format!(
+                        "the new volume {new_volume:?} is a name within {}, without '/'",
+                        v.policy
+                    )));
+                }
+                let body = serde_json::to_vec(&json!({"snapshot": snapshot, "target": new_volume}))
+                    .unwrap_or_default();
+                let got = c
+                    .call(Method::POST, &format!("{}/copy", vpath(&v)), Some(body))
+                    .await?;
+                out(&got, &|_| println!("{}/{new_volume}", v.policy));
+            }
+        },
+    }
+    let _ = j;
+    Ok(0)
+}
+
+async fn use_cmd(c: &Client, cmd: UseCmd, j: bool) -> Res<u8> {
+    match cmd {
+        UseCmd::List { kind } => {
+            let path = match kind.as_deref() {
+                None => "/v1/locks".to_owned(),
+                Some(k @ ("mount" | "op")) => format!("/v1/locks?kind={k}"),
+                Some(other) => {
+                    return Err(Fail::usage(format!("--kind {other}: expected mount or op")))
+                }
+            };
+            let got = c.call(Method::GET, &path, None).await?;
+            print_locks(&got, j);
+        }
+        UseCmd::Get { volume } => {
+            let v = parse_vref(&volume)?;
+            let got = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/locks/{}/{}", v.policy, v.volume),
+                    None,
+                )
+                .await?;
+            if got.as_array().is_some_and(Vec::is_empty) {
+                return Err(Fail::new(3, format!("volume {v} is not locked")));
+            }
+            print_locks(&got, j);
+        }
+        UseCmd::ForceRemove { volume } => {
+            let v = parse_vref(&volume)?;
+            let got = c
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/locks/{}/{}", v.policy, v.volume),
+                    None,
+                )
+                .await?;
+            if j {
+                println!("{}", pretty(&got));
+            } else {
+                let n = got["removed"].as_array().map_or(0, Vec::len);
+                println!("removed {n} lock(s) of {v}");
+            }
+        }
+        UseCmd::Exec { volume, command } => return exec(c, &volume, &command).await,
+    }
+    Ok(0)
+}
+
+/// Holds the volume's maintenance locks (a renewed session) while `command` runs; its
+/// output and exit status pass through.
+async fn exec(c: &Client, volume: &str, command: &[String]) -> Res<u8> {
+    let v = parse_vref(volume)?;
+    let host = volcore_daemons::default_host();
+    let body =
+        serde_json::to_vec(&json!({"volume": v.to_string(), "host": host.as_str(), "ttl": "10s"}))
+            .unwrap_or_default();
+    let got = c.call(Method::POST, "/v1/maintenance", Some(body)).await?;
+    let session = got["session"].as_str().unwrap_or_default().to_owned();
+    let path = format!("/v1/maintenance/{}", seg(&session));
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Fail::new(1, format!("cannot run {:?}: {e}", command[0])));
+    let result = match child.as_mut() {
+        Err(_) => None,
+        Ok(ch) => {
+            let mut tick = tokio::time::interval(Duration::from_secs(3));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    status = ch.wait() => break Some(status),
+                    _ = tick.tick() => {
+                        if let Err(e) = c.call(Method::PUT, &path, None).await {
+                            eprintln!("volcli: maintenance locks of {v} lost ({}); stopping the command", e.msg);
+                            let _ = ch.kill().await;
+                            let _ = c.call(Method::DELETE, &path, None).await;
+                            return Err(Fail::new(1, "maintenance locks lost"));
+                        }
                     }
                 }
             }
         }
-        Cmd::Global {
-            cmd: FileCmd::Check { file },
-        } => match GlobalConfig::from_json(&read(&file)?) {
-            Ok(g) => println!("{}", pretty(&g)?),
-            Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                all_ok = false;
-            }
-        },
-        Cmd::Runtime {
-            cmd: FileCmd::Check { file },
-        } => match RuntimeOptions::from_json(&read(&file)?) {
-            Ok(r) => println!("{}", pretty(&r)?),
-            Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                all_ok = false;
-            }
-        },
+    };
+    if let Err(e) = c.call(Method::DELETE, &path, None).await {
+        eprintln!(
+            "volcli: could not end the maintenance session ({}); its locks expire within 10s",
+            e.msg
+        );
     }
-    Ok(all_ok)
+    match (child, result) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Some(Ok(status))) => Ok(status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1))),
+        (Ok(_), Some(Err(e))) => Err(Fail::new(1, format!("waiting for the command: {e}"))),
+        (Ok(_), None) => Err(Fail::new(1, "the command did not start")),
+    }
 }
 
-fn main() -> ExitCode {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("volcli: {e:#}");
-            ExitCode::from(1)
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            if f.msg != "some files are invalid" {
+                eprintln!("{}", f.msg);
+            }
+            ExitCode::from(f.code)
         }
     }
 }
