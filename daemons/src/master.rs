@@ -67,6 +67,19 @@ pub async fn run(
     deps: MasterDeps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    serve(cfg, deps, listener, shutdown).await
+}
+
+/// Like [`run`], on a listener the caller bound.
+pub async fn serve(
+    cfg: MasterConfig,
+    deps: MasterDeps,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let keys = Keys::new(&cfg.prefix).context("--prefix")?;
     let kv = deps.kv;
     let mut drivers = deps.drivers;
@@ -86,9 +99,6 @@ pub async fn run(
         keeper.subscribe(),
         global,
     );
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     println!("volmaster listening on {addr}");
     info!(%addr, store = %cfg.kv_spec, prefix = %cfg.prefix, "volmaster started");

@@ -627,22 +627,44 @@ impl Volumes {
         }
         let lease = self.lease()?;
         let wait = timeout.unwrap_or_else(|| self.timeout());
-        // The record must exist; checked again once the locks are held.
-        self.record(vref).await?;
-        let held = self
-            .op()
-            .acquire(&self.both(vref, LockReason::Remove), &lease, wait)
-            .await?;
-        let result = self.remove_locked(vref, &held).await;
-        if result.is_err() {
-            self.release_quietly(&held).await;
+        // Take the locks only if the record is still the one read: then it need not be
+        // read again (one read and two writes in all).
+        loop {
+            let (volume, entry) = self.record(vref).await?;
+            let unchanged = [TxnOp::Check {
+                key: entry.key.clone(),
+                pre: Precondition::Revision(entry.mod_rev),
+            }];
+            let held = match self
+                .op()
+                .acquire_checked(
+                    &self.both(vref, LockReason::Remove),
+                    &lease,
+                    wait,
+                    &unchanged,
+                )
+                .await
+            {
+                Ok(h) => h,
+                // Removed or changed while we waited: look again.
+                Err(LockError::CheckFailed { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let result = self.remove_locked(vref, &volume, &entry, &held).await;
+            if result.is_err() {
+                self.release_quietly(&held).await;
+            }
+            return result;
         }
-        result
     }
 
-    async fn remove_locked(&self, vref: &VolumeRef, held: &[HeldLock]) -> Result<(), EngineError> {
-        // Someone may have removed it while we waited.
-        let (volume, entry) = self.record(vref).await?;
+    async fn remove_locked(
+        &self,
+        vref: &VolumeRef,
+        volume: &Volume,
+        entry: &Entry,
+        held: &[HeldLock],
+    ) -> Result<(), EngineError> {
         if let Some(b) = volume.backends.crud {
             let d = self.driver(b)?.clone();
             let spec = VolumeSpec::of(&volume, self.timeout());
