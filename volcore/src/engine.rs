@@ -667,7 +667,7 @@ impl Volumes {
     ) -> Result<(), EngineError> {
         if let Some(b) = volume.backends.crud {
             let d = self.driver(b)?.clone();
-            let spec = VolumeSpec::of(&volume, self.timeout());
+            let spec = VolumeSpec::of(volume, self.timeout());
             match self.with_timeout("destroy", vref, d.destroy(&spec)).await {
                 Ok(()) => {}
                 Err(e) if e.is_driver_not_found() => {
