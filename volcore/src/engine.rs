@@ -595,8 +595,11 @@ impl Volumes {
 
     /// A volume and its live runtime options.
     pub async fn get(&self, vref: &VolumeRef) -> Result<VolumeInfo, EngineError> {
-        let (volume, _) = self.record(vref).await?;
-        let runtime_options = match self.kv.get(&self.keys.runtime(vref)).await? {
+        // Both reads at once: one round trip of latency.
+        let rkey = self.keys.runtime(vref);
+        let (record, runtime) = futures::join!(self.record(vref), self.kv.get(&rkey));
+        let (volume, _) = record?;
+        let runtime_options = match runtime? {
             Some(e) => decode(&e)?,
             None => volume.runtime.clone(),
         };
