@@ -1,4 +1,621 @@
-//! Loop-file driver for volcore — not built yet (issue #4).
+//! The local loop-file driver: a volume is a sparse image file under a state directory,
+//! attached to a loop device, formatted with the policy's mkfs template and mounted at
+//! `<MountPath>/<policy>/<volume>`. Snapshots are copies of the image (reflinks where the
+//! filesystem allows, sparse copies otherwise), taken with the filesystem frozen when the
+//! volume is mounted. For single hosts, development and tests; needs root.
 //!
-//! This crate deliberately exposes no API until the driver exists, so nothing can be
-//! wired to a storage backend that does not work.
+//! Layout under the state directory:
+//!
+//! ```text
+//! volumes/<policy>/<volume>.img
+//! snapshots/<policy>/<volume>/<snapshot>.img
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tracing::{debug, info, warn};
+use volcore::driver::{DriverError, Mount, MountDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
+use volcore::exec::{Cmd, Exec};
+use volcore::mountinfo;
+use volcore::policy::BackendKind;
+use volcore::{PolicyName, SnapshotName, VolumeName, VolumeRef};
+
+/// The local driver.
+#[derive(Debug)]
+pub struct LocalDriver {
+    state: PathBuf,
+    exec: Arc<dyn Exec>,
+    /// Attach/detach and mount/unmount sequences run one at a time, so two mounts of one
+    /// volume cannot both attach a loop device.
+    serial: Mutex<()>,
+}
+
+fn io_err(op: &'static str, what: &VolumeRef, e: &std::io::Error) -> DriverError {
+    DriverError::Failed {
+        op,
+        what: format!("volume {what}"),
+        detail: e.to_string(),
+    }
+}
+
+impl LocalDriver {
+    /// A driver keeping its images under `state_dir` (created if missing), running
+    /// commands through `exec`.
+    pub fn new(state_dir: impl Into<PathBuf>, exec: Arc<dyn Exec>) -> Result<Self, DriverError> {
+        let state = state_dir.into();
+        if !state.is_absolute() {
+            return Err(DriverError::Invalid(format!(
+                "the local driver's state directory {} must be an absolute path",
+                state.display()
+            )));
+        }
+        for d in ["volumes", "snapshots"] {
+            std::fs::create_dir_all(state.join(d)).map_err(|e| {
+                DriverError::Invalid(format!("cannot create {}: {e}", state.join(d).display()))
+            })?;
+        }
+        Ok(Self {
+            state,
+            exec,
+            serial: Mutex::new(()),
+        })
+    }
+
+    /// The image file of a volume.
+    pub fn image(&self, v: &VolumeRef) -> PathBuf {
+        self.state
+            .join("volumes")
+            .join(v.policy.as_str())
+            .join(format!("{}.img", v.volume))
+    }
+
+    fn snapdir(&self, v: &VolumeRef) -> PathBuf {
+        self.state
+            .join("snapshots")
+            .join(v.policy.as_str())
+            .join(v.volume.as_str())
+    }
+
+    fn snapfile(&self, v: &VolumeRef, s: &SnapshotName) -> PathBuf {
+        self.snapdir(v).join(format!("{s}.img"))
+    }
+
+    async fn run(&self, op: &'static str, v: &VolumeRef, cmd: Cmd) -> Result<String, DriverError> {
+        let out = self.exec.run(&cmd).await.map_err(|e| match e {
+            volcore::exec::ExecError::Timeout { timeout, .. } => DriverError::Timeout {
+                op,
+                what: format!("volume {v}"),
+                timeout,
+            },
+            other => DriverError::Failed {
+                op,
+                what: format!("volume {v}"),
+                detail: other.to_string(),
+            },
+        })?;
+        if out.success() {
+            Ok(out.stdout)
+        } else {
+            Err(DriverError::Failed {
+                op,
+                what: format!("volume {v}"),
+                detail: format!("`{cmd}` exited {}: {}", out.status, out.stderr.trim()),
+            })
+        }
+    }
+
+    /// Loop devices backing `file`.
+    async fn loops_of(
+        &self,
+        v: &VolumeRef,
+        file: &Path,
+        timeout: Duration,
+    ) -> Result<Vec<PathBuf>, DriverError> {
+        let out = self
+            .run(
+                "losetup",
+                v,
+                Cmd::new(
+                    "losetup",
+                    ["-j".to_owned(), file.display().to_string()],
+                    timeout,
+                ),
+            )
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once(':').map(|(dev, _)| PathBuf::from(dev.trim())))
+            .filter(|d| d.starts_with("/dev/"))
+            .collect())
+    }
+
+    async fn attach(
+        &self,
+        v: &VolumeRef,
+        file: &Path,
+        timeout: Duration,
+    ) -> Result<(PathBuf, bool), DriverError> {
+        if let Some(dev) = self.loops_of(v, file, timeout).await?.into_iter().next() {
+            return Ok((dev, false));
+        }
+        let out = self
+            .run(
+                "attach",
+                v,
+                Cmd::new(
+                    "losetup",
+                    [
+                        "--find".to_owned(),
+                        "--show".to_owned(),
+                        file.display().to_string(),
+                    ],
+                    timeout,
+                ),
+            )
+            .await?;
+        let dev = PathBuf::from(out.trim());
+        debug!(volume = %v, device = %dev.display(), "attached");
+        Ok((dev, true))
+    }
+
+    async fn detach_all(
+        &self,
+        v: &VolumeRef,
+        file: &Path,
+        timeout: Duration,
+    ) -> Result<(), DriverError> {
+        for dev in self.loops_of(v, file, timeout).await? {
+            self.run(
+                "detach",
+                v,
+                Cmd::new(
+                    "losetup",
+                    ["-d".to_owned(), dev.display().to_string()],
+                    timeout,
+                ),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Mount points of `file` on this host (through any loop device backing it).
+    fn mount_points(&self, file: &Path) -> Result<Vec<(PathBuf, PathBuf)>, DriverError> {
+        let mounts = mountinfo::current().map_err(|e| DriverError::Failed {
+            op: "read mountinfo",
+            what: "this host".into(),
+            detail: e.to_string(),
+        })?;
+        Ok(mounts
+            .into_iter()
+            .filter_map(|m| {
+                let backing = backing_file(&m.source)?;
+                (backing == file).then(|| (m.mount_point, PathBuf::from(m.source)))
+            })
+            .collect())
+    }
+
+    fn volume_of(&self, image: &Path) -> Option<VolumeRef> {
+        let rest = image.strip_prefix(self.state.join("volumes")).ok()?;
+        let mut comps = rest.components();
+        let p = comps.next()?.as_os_str().to_str()?;
+        let f = comps.next()?.as_os_str().to_str()?;
+        if comps.next().is_some() {
+            return None;
+        }
+        let v = f.strip_suffix(".img")?;
+        Some(VolumeRef::new(
+            PolicyName::new(p).ok()?,
+            VolumeName::new(v).ok()?,
+        ))
+    }
+
+    async fn copy_file(
+        &self,
+        v: &VolumeRef,
+        from: &Path,
+        to: &Path,
+        timeout: Duration,
+    ) -> Result<(), DriverError> {
+        let tmp = to.with_extension("img.partial");
+        let res = self
+            .run(
+                "copy",
+                v,
+                Cmd::new(
+                    "cp",
+                    [
+                        "--reflink=auto".to_owned(),
+                        "--sparse=always".to_owned(),
+                        from.display().to_string(),
+                        tmp.display().to_string(),
+                    ],
+                    timeout,
+                ),
+            )
+            .await;
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, to).map_err(|e| io_err("copy", v, &e))
+    }
+}
+
+/// The image behind `/dev/loopN`, from sysfs.
+fn backing_file(source: &str) -> Option<PathBuf> {
+    let name = source.strip_prefix("/dev/")?;
+    if !name.starts_with("loop") {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
+    Some(PathBuf::from(text.trim()))
+}
+
+#[async_trait]
+impl VolumeDriver for LocalDriver {
+    fn backend(&self) -> BackendKind {
+        BackendKind::Local
+    }
+
+    async fn create(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
+        let v = &spec.volume;
+        if spec.size.is_zero() {
+            return Err(DriverError::Invalid(format!(
+                "volume {v} needs a size above zero"
+            )));
+        }
+        let img = self.image(v);
+        if let Some(dir) = img.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_err("create", v, &e))?;
+        }
+        let f = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&img)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(DriverError::AlreadyExists {
+                    what: format!("volume {v} ({})", img.display()),
+                })
+            }
+            Err(e) => return Err(io_err("create", v, &e)),
+        };
+        // Sparse: takes no space until written.
+        if let Err(e) = f.set_len(spec.size.bytes()) {
+            let _ = std::fs::remove_file(&img);
+            return Err(io_err("create", v, &e));
+        }
+        info!(volume = %v, size = %spec.size, "image created");
+        Ok(())
+    }
+
+    async fn format(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
+        let v = &spec.volume;
+        let img = self.image(v);
+        if !img.exists() {
+            return Err(DriverError::NotFound {
+                what: format!("volume {v}"),
+            });
+        }
+        let mkfs = spec.mkfs.as_ref().ok_or_else(|| {
+            DriverError::Invalid(format!(
+                "volume {v} has no mkfs command for filesystem {}",
+                spec.filesystem
+            ))
+        })?;
+        let _g = self.serial.lock().await;
+        let (dev, _) = self.attach(v, &img, spec.timeout).await?;
+        let line = mkfs.render(&dev.display().to_string());
+        let res = self.run("mkfs", v, Cmd::shell(line, spec.timeout)).await;
+        let detach = self.detach_all(v, &img, spec.timeout).await;
+        res?;
+        detach?;
+        info!(volume = %v, filesystem = %spec.filesystem, "formatted");
+        Ok(())
+    }
+
+    async fn destroy(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
+        let v = &spec.volume;
+        let img = self.image(v);
+        if !img.exists() {
+            return Err(DriverError::NotFound {
+                what: format!("volume {v}"),
+            });
+        }
+        let _g = self.serial.lock().await;
+        if let Some((mp, _)) = self.mount_points(&img)?.into_iter().next() {
+            return Err(DriverError::Busy {
+                what: format!("volume {v}"),
+                detail: format!("it is mounted at {}", mp.display()),
+            });
+        }
+        self.detach_all(v, &img, spec.timeout).await?;
+        std::fs::remove_file(&img).map_err(|e| io_err("destroy", v, &e))?;
+        let snaps = self.snapdir(v);
+        if snaps.exists() {
+            std::fs::remove_dir_all(&snaps).map_err(|e| io_err("destroy snapshots", v, &e))?;
+        }
+        info!(volume = %v, "destroyed");
+        Ok(())
+    }
+
+    async fn exists(&self, spec: &VolumeSpec) -> Result<bool, DriverError> {
+        Ok(self.image(&spec.volume).exists())
+    }
+
+    async fn list(&self) -> Result<Vec<VolumeRef>, DriverError> {
+        let mut out = Vec::new();
+        let root = self.state.join("volumes");
+        let rd = |p: &Path| {
+            std::fs::read_dir(p).map_err(|e| DriverError::Failed {
+                op: "list",
+                what: p.display().to_string(),
+                detail: e.to_string(),
+            })
+        };
+        for pol in rd(&root)? {
+            let pol = pol.map_err(|e| DriverError::Failed {
+                op: "list",
+                what: root.display().to_string(),
+                detail: e.to_string(),
+            })?;
+            if !pol.path().is_dir() {
+                continue;
+            }
+            for f in rd(&pol.path())?.flatten() {
+                if let Some(v) = self.volume_of(&f.path()) {
+                    out.push(v);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn snapshots(&self) -> Option<&dyn SnapshotDriver> {
+        Some(self)
+    }
+
+    fn mounts(&self) -> Option<&dyn MountDriver> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl MountDriver for LocalDriver {
+    async fn mount(&self, spec: &VolumeSpec, at: &Path) -> Result<Mount, DriverError> {
+        let v = &spec.volume;
+        let img = self.image(v);
+        if !img.exists() {
+            return Err(DriverError::NotFound {
+                what: format!("volume {v}"),
+            });
+        }
+        let _g = self.serial.lock().await;
+        if let Some((mp, dev)) = self
+            .mount_points(&img)?
+            .into_iter()
+            .find(|(mp, _)| mp == at)
+        {
+            return Ok(Mount {
+                volume: v.clone(),
+                path: mp,
+                device: Some(dev),
+            });
+        }
+        std::fs::create_dir_all(at).map_err(|e| io_err("mount", v, &e))?;
+        let (dev, attached) = self.attach(v, &img, spec.timeout).await?;
+        let res = self
+            .run(
+                "mount",
+                v,
+                Cmd::new(
+                    "mount",
+                    [
+                        "-t".to_owned(),
+                        spec.filesystem.clone(),
+                        dev.display().to_string(),
+                        at.display().to_string(),
+                    ],
+                    spec.timeout,
+                ),
+            )
+            .await;
+        if let Err(e) = res {
+            if attached {
+                let _ = self.detach_all(v, &img, spec.timeout).await;
+            }
+            return Err(e);
+        }
+        info!(volume = %v, at = %at.display(), device = %dev.display(), "mounted");
+        Ok(Mount {
+            volume: v.clone(),
+            path: at.to_path_buf(),
+            device: Some(dev),
+        })
+    }
+
+    async fn unmount(&self, spec: &VolumeSpec, at: &Path) -> Result<(), DriverError> {
+        let v = &spec.volume;
+        let img = self.image(v);
+        let _g = self.serial.lock().await;
+        for (mp, _) in self.mount_points(&img)? {
+            if mp == at {
+                self.run(
+                    "unmount",
+                    v,
+                    Cmd::new("umount", [mp.display().to_string()], spec.timeout),
+                )
+                .await?;
+            }
+        }
+        if img.exists() && self.mount_points(&img)?.is_empty() {
+            self.detach_all(v, &img, spec.timeout).await?;
+        }
+        if let Err(e) = std::fs::remove_dir(at) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                debug!(at = %at.display(), error = %e, "mount point left in place");
+            }
+        }
+        Ok(())
+    }
+
+    async fn mounted(&self) -> Result<Vec<Mount>, DriverError> {
+        let mounts = mountinfo::current().map_err(|e| DriverError::Failed {
+            op: "read mountinfo",
+            what: "this host".into(),
+            detail: e.to_string(),
+        })?;
+        Ok(mounts
+            .into_iter()
+            .filter_map(|m| {
+                let img = backing_file(&m.source)?;
+                let volume = self.volume_of(&img)?;
+                Some(Mount {
+                    volume,
+                    path: m.mount_point,
+                    device: Some(PathBuf::from(m.source)),
+                })
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl SnapshotDriver for LocalDriver {
+    async fn create_snapshot(
+        &self,
+        spec: &VolumeSpec,
+        snap: &SnapshotName,
+    ) -> Result<(), DriverError> {
+        let v = &spec.volume;
+        let img = self.image(v);
+        if !img.exists() {
+            return Err(DriverError::NotFound {
+                what: format!("volume {v}"),
+            });
+        }
+        let to = self.snapfile(v, snap);
+        if to.exists() {
+            return Err(DriverError::AlreadyExists {
+                what: format!("snapshot {snap} of {v}"),
+            });
+        }
+        std::fs::create_dir_all(self.snapdir(v)).map_err(|e| io_err("snapshot", v, &e))?;
+        let _g = self.serial.lock().await;
+        // A mounted filesystem is frozen while it is copied, so the snapshot is consistent.
+        let frozen: Vec<PathBuf> = self
+            .mount_points(&img)?
+            .into_iter()
+            .map(|(mp, _)| mp)
+            .take(1)
+            .collect();
+        for mp in &frozen {
+            self.run(
+                "freeze",
+                v,
+                Cmd::new(
+                    "fsfreeze",
+                    ["--freeze".to_owned(), mp.display().to_string()],
+                    spec.timeout,
+                ),
+            )
+            .await?;
+        }
+        let res = self.copy_file(v, &img, &to, spec.timeout).await;
+        for mp in &frozen {
+            if let Err(e) = self
+                .run(
+                    "unfreeze",
+                    v,
+                    Cmd::new(
+                        "fsfreeze",
+                        ["--unfreeze".to_owned(), mp.display().to_string()],
+                        spec.timeout,
+                    ),
+                )
+                .await
+            {
+                warn!(volume = %v, error = %e, "could not unfreeze the filesystem");
+            }
+        }
+        res?;
+        info!(volume = %v, snapshot = %snap, "snapshot taken");
+        Ok(())
+    }
+
+    async fn remove_snapshot(
+        &self,
+        spec: &VolumeSpec,
+        snap: &SnapshotName,
+    ) -> Result<(), DriverError> {
+        let f = self.snapfile(&spec.volume, snap);
+        match std::fs::remove_file(&f) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DriverError::NotFound {
+                what: format!("snapshot {snap} of {}", spec.volume),
+            }),
+            Err(e) => Err(io_err("remove snapshot", &spec.volume, &e)),
+        }
+    }
+
+    async fn list_snapshots(&self, spec: &VolumeSpec) -> Result<Vec<SnapshotName>, DriverError> {
+        let v = &spec.volume;
+        if !self.image(v).exists() {
+            return Err(DriverError::NotFound {
+                what: format!("volume {v}"),
+            });
+        }
+        let dir = self.snapdir(v);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return Ok(Vec::new());
+        };
+        let mut snaps: Vec<(std::time::SystemTime, SnapshotName)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".img")?.to_owned();
+                let snap = SnapshotName::new(name).ok()?;
+                let t = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                Some((t, snap))
+            })
+            .collect();
+        snaps.sort();
+        Ok(snaps.into_iter().map(|(_, s)| s).collect())
+    }
+
+    async fn copy_snapshot(
+        &self,
+        spec: &VolumeSpec,
+        snap: &SnapshotName,
+        to: &VolumeSpec,
+    ) -> Result<(), DriverError> {
+        let from = self.snapfile(&spec.volume, snap);
+        if !from.exists() {
+            return Err(DriverError::NotFound {
+                what: format!("snapshot {snap} of {}", spec.volume),
+            });
+        }
+        let target = self.image(&to.volume);
+        if target.exists() {
+            return Err(DriverError::AlreadyExists {
+                what: format!("volume {}", to.volume),
+            });
+        }
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_err("copy", &to.volume, &e))?;
+        }
+        self.copy_file(&to.volume, &from, &target, spec.timeout)
+            .await?;
+        info!(from = %spec.volume, snapshot = %snap, to = %to.volume, "volume copied from snapshot");
+        Ok(())
+    }
+}

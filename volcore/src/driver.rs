@@ -6,6 +6,7 @@
 //! [`VolumeDriver::snapshots`] instead of failing at run time.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -118,6 +119,39 @@ pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
     fn snapshots(&self) -> Option<&dyn SnapshotDriver> {
         None
     }
+    /// Mount support, if the backend has it.
+    fn mounts(&self) -> Option<&dyn MountDriver> {
+        None
+    }
+}
+
+/// A volume mounted on this host.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Mount {
+    /// The volume.
+    pub volume: VolumeRef,
+    /// Where it is mounted.
+    pub path: PathBuf,
+    /// The block device it is mounted from, if any.
+    pub device: Option<PathBuf>,
+}
+
+/// Where a volume is mounted: `<root>/<policy>/<volume>` (built from validated names, so
+/// it cannot leave `root`).
+pub fn mount_path(root: &Path, v: &VolumeRef) -> PathBuf {
+    root.join(v.policy.as_str()).join(v.volume.as_str())
+}
+
+/// Attaches and mounts a backend's volumes on this host. Refcounting across containers
+/// belongs to the plugin, not here.
+#[async_trait]
+pub trait MountDriver: Send + Sync {
+    /// Attaches the storage and mounts it at `at`; already mounted there is `Ok`.
+    async fn mount(&self, spec: &VolumeSpec, at: &Path) -> Result<Mount, DriverError>;
+    /// Unmounts from `at` and detaches; not mounted is `Ok`.
+    async fn unmount(&self, spec: &VolumeSpec, at: &Path) -> Result<(), DriverError>;
+    /// Every volume of this backend mounted on this host.
+    async fn mounted(&self) -> Result<Vec<Mount>, DriverError>;
 }
 
 /// Snapshots of a backend's volumes.
@@ -159,6 +193,7 @@ pub struct NullDriver {
 struct NullState {
     volumes: BTreeSet<VolumeRef>,
     snapshots: BTreeMap<VolumeRef, Vec<SnapshotName>>,
+    mounted: BTreeMap<VolumeRef, PathBuf>,
 }
 
 impl NullDriver {
@@ -212,6 +247,44 @@ impl VolumeDriver for NullDriver {
     }
     fn snapshots(&self) -> Option<&dyn SnapshotDriver> {
         Some(self)
+    }
+    fn mounts(&self) -> Option<&dyn MountDriver> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl MountDriver for NullDriver {
+    async fn mount(&self, spec: &VolumeSpec, at: &Path) -> Result<Mount, DriverError> {
+        self.with(|st| {
+            if !st.volumes.contains(&spec.volume) {
+                return Err(DriverError::NotFound {
+                    what: format!("volume {}", spec.volume),
+                });
+            }
+            st.mounted.insert(spec.volume.clone(), at.to_path_buf());
+            Ok(Mount {
+                volume: spec.volume.clone(),
+                path: at.to_path_buf(),
+                device: None,
+            })
+        })
+    }
+    async fn unmount(&self, spec: &VolumeSpec, _at: &Path) -> Result<(), DriverError> {
+        self.with(|st| st.mounted.remove(&spec.volume));
+        Ok(())
+    }
+    async fn mounted(&self) -> Result<Vec<Mount>, DriverError> {
+        Ok(self.with(|st| {
+            st.mounted
+                .iter()
+                .map(|(v, p)| Mount {
+                    volume: v.clone(),
+                    path: p.clone(),
+                    device: None,
+                })
+                .collect()
+        }))
     }
 }
 

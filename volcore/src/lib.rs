@@ -15,11 +15,13 @@
 
 pub mod driver;
 pub mod engine;
+pub mod exec;
 pub mod global;
 pub mod keys;
 pub mod kv;
 pub mod lease;
 pub mod lock;
+pub mod mountinfo;
 pub mod name;
 pub mod policy;
 mod serde_time;
@@ -29,7 +31,10 @@ pub mod volume;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use driver::{DriverError, NullDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
+pub use driver::{
+    mount_path, DriverError, Mount, MountDriver, NullDriver, SnapshotDriver, VolumeDriver,
+    VolumeSpec,
+};
 pub use engine::{Drivers, EngineError, PolicyRevision, VolumeInfo, Volumes};
 pub use global::GlobalConfig;
 pub use keys::{Keys, LockKind};

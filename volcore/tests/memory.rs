@@ -9,3 +9,17 @@ use volcore::MemKv;
 
 volcore::kv_conformance!(kv, Arc::new(MemKv::new()), KvCaps::LOCAL);
 volcore::lock_conformance!(locks, Arc::new(MemKv::new()), KvCaps::LOCAL);
+
+mod fake_driver {
+    use super::*;
+    // Every case but failed_mkfs_is_an_error: the fake runs no mkfs.
+    volcore::driver_conformance!(@cases
+        Arc::new(volcore::testing::FakeDriver::new(volcore::policy::BackendKind::Local)),
+        volcore::testing::driver_suite::DriverCtx {
+            mount_root: std::path::PathBuf::from("/nonexistent/fake-mounts"),
+            filesystem: "ext4".into(),
+            real_io: false,
+        };
+        create_exists_destroy, mount_unmount_idempotent, data_survives_remount,
+        destroy_while_mounted_is_busy, snapshots_round_trip, copy_errors);
+}

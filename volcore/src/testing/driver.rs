@@ -2,11 +2,12 @@
 //! (an error or a hang) at any step.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::driver::{DriverError, SnapshotDriver, VolumeDriver, VolumeSpec};
+use crate::driver::{DriverError, Mount, MountDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
 use crate::name::{SnapshotName, VolumeRef};
 use crate::policy::BackendKind;
 
@@ -31,6 +32,10 @@ pub enum Step {
     ListSnapshots,
     /// `copy_snapshot`.
     Copy,
+    /// `mount`.
+    Mount,
+    /// `unmount`.
+    Unmount,
 }
 
 /// What happens at a faulty step.
@@ -48,6 +53,7 @@ struct State {
     snapshots: BTreeMap<VolumeRef, Vec<SnapshotName>>,
     calls: Vec<String>,
     faults: HashMap<Step, Fault>,
+    mounted: BTreeMap<VolumeRef, PathBuf>,
 }
 
 /// An in-memory driver for tests: keeps volumes and snapshots, records calls, and fails
@@ -148,6 +154,12 @@ impl VolumeDriver for FakeDriver {
         self.enter(Step::Destroy, format!("destroy {}", spec.volume))
             .await?;
         self.with(|st| {
+            if st.mounted.contains_key(&spec.volume) {
+                return Err(DriverError::Busy {
+                    what: format!("volume {}", spec.volume),
+                    detail: "it is mounted".into(),
+                });
+            }
             st.snapshots.remove(&spec.volume);
             if st.volumes.remove(&spec.volume) {
                 Ok(())
@@ -167,6 +179,52 @@ impl VolumeDriver for FakeDriver {
     }
     fn snapshots(&self) -> Option<&dyn SnapshotDriver> {
         Some(self)
+    }
+    fn mounts(&self) -> Option<&dyn MountDriver> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl MountDriver for FakeDriver {
+    async fn mount(&self, spec: &VolumeSpec, at: &Path) -> Result<Mount, DriverError> {
+        self.enter(
+            Step::Mount,
+            format!("mount {} {}", spec.volume, at.display()),
+        )
+        .await?;
+        self.with(|st| {
+            if !st.volumes.contains(&spec.volume) {
+                return Err(missing(&spec.volume));
+            }
+            st.mounted.insert(spec.volume.clone(), at.to_path_buf());
+            Ok(Mount {
+                volume: spec.volume.clone(),
+                path: at.to_path_buf(),
+                device: None,
+            })
+        })
+    }
+    async fn unmount(&self, spec: &VolumeSpec, at: &Path) -> Result<(), DriverError> {
+        self.enter(
+            Step::Unmount,
+            format!("unmount {} {}", spec.volume, at.display()),
+        )
+        .await?;
+        self.with(|st| st.mounted.remove(&spec.volume));
+        Ok(())
+    }
+    async fn mounted(&self) -> Result<Vec<Mount>, DriverError> {
+        Ok(self.with(|st| {
+            st.mounted
+                .iter()
+                .map(|(v, p)| Mount {
+                    volume: v.clone(),
+                    path: p.clone(),
+                    device: None,
+                })
+                .collect()
+        }))
     }
 }
 

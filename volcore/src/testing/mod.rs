@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)] // a failed case panics: that is how it fails
 
 pub mod driver;
+pub mod driver_suite;
 pub mod flaky;
 pub mod kv;
 pub mod locks;
