@@ -3,6 +3,7 @@
 //! Each `main.rs` only parses configuration, installs tracing and calls `run`.
 
 pub mod master;
+pub mod plugin;
 
 use std::sync::Arc;
 
@@ -74,6 +75,34 @@ pub fn default_host() -> HostName {
         .unwrap_or_else(|| {
             HostName::new("localhost").unwrap_or_else(|_| unreachable!("valid host name"))
         })
+}
+
+/// The storage drivers a daemon serves: the local driver (state under `local_state`) and,
+/// when allowed, the null driver.
+pub fn drivers(local_state: &std::path::Path, allow_null: bool) -> Result<volcore::Drivers> {
+    let local = volcore_local::LocalDriver::new(local_state, Arc::new(volcore::exec::SystemExec))
+        .with_context(|| format!("local driver state {}", local_state.display()))?;
+    let mut d = volcore::Drivers::new().with(Arc::new(local));
+    if allow_null {
+        d = d.with_null();
+    }
+    Ok(d)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }
 
 /// Installs the tracing subscriber (`RUST_LOG`, default `info`), logging to stderr.

@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cgroup;
 pub mod driver;
 pub mod engine;
 pub mod exec;

@@ -594,6 +594,9 @@ pub struct Policy {
     pub driver: BTreeMap<String, String>,
     /// True: no cross-host exclusivity (for NFS).
     pub unlocked: bool,
+    /// True: `docker volume rm` destroys the storage (default: it only forgets the volume
+    /// on that host, so `docker volume prune` cannot destroy a cluster's data).
+    pub destroy_on_remove: bool,
     /// Size and filesystem.
     pub create: CreateSpec,
     /// Filesystem name → mkfs template.
@@ -624,6 +627,8 @@ struct PolicyDoc {
     driver: Option<BTreeMap<String, String>>,
     #[serde(default)]
     unlocked: bool,
+    #[serde(default, rename = "destroy-on-remove")]
+    destroy_on_remove: bool,
     #[serde(default)]
     create: CreateDoc,
     #[serde(default)]
@@ -728,6 +733,7 @@ impl Policy {
             backends,
             driver: doc.driver.unwrap_or_default(),
             unlocked: doc.unlocked,
+            destroy_on_remove: doc.destroy_on_remove,
             create: CreateSpec { size, filesystem },
             filesystems,
             runtime: doc.runtime,
@@ -818,6 +824,8 @@ impl Serialize for Policy {
             backends: &'a Backends,
             driver: &'a BTreeMap<String, String>,
             unlocked: bool,
+            #[serde(rename = "destroy-on-remove")]
+            destroy_on_remove: bool,
             create: &'a CreateSpec,
             filesystems: &'a BTreeMap<String, MkfsTemplate>,
             runtime: &'a RuntimeOptions,
@@ -827,6 +835,7 @@ impl Serialize for Policy {
             backends: &self.backends,
             driver: &self.driver,
             unlocked: self.unlocked,
+            destroy_on_remove: self.destroy_on_remove,
             create: &self.create,
             filesystems: &self.filesystems,
             runtime: &self.runtime,

@@ -40,6 +40,9 @@ pub struct Volume {
     pub driver: BTreeMap<String, String>,
     /// No cross-host exclusivity.
     pub unlocked: bool,
+    /// `docker volume rm` destroys the storage.
+    #[serde(default, rename = "destroy-on-remove")]
+    pub destroy_on_remove: bool,
     /// Size and filesystem after options.
     pub create: CreateSpec,
     /// Filesystem templates, copied from the policy.
@@ -101,6 +104,7 @@ impl Volume {
             backends: p.backends,
             driver: p.driver,
             unlocked: p.unlocked,
+            destroy_on_remove: p.destroy_on_remove,
             create: p.create,
             filesystems: p.filesystems,
             runtime: p.runtime,

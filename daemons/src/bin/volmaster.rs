@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use volcore::{Drivers, HostName};
+use volcore::HostName;
 use volcore_daemons::master::{self, MasterConfig, MasterDeps};
 
 #[derive(Parser)]
@@ -27,8 +27,15 @@ struct Args {
     #[arg(long, env = "VOLCORE_HOST_LABEL")]
     host_label: Option<String>,
     /// Serve the `null` backend (no storage work; for tests and benchmarks).
-    #[arg(long, env = "VOLMASTER_ALLOW_NULL_BACKEND")]
+    #[arg(long, env = "VOLCORE_ALLOW_NULL_BACKEND")]
     allow_null_backend: bool,
+    /// State directory of the local (loop-file) driver.
+    #[arg(
+        long,
+        env = "VOLCORE_LOCAL_STATE",
+        default_value = "/var/lib/volcore/local"
+    )]
+    local_state: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -49,22 +56,11 @@ async fn main() -> Result<()> {
         host,
         allow_null_backend: args.allow_null_backend,
     };
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-    };
-    // Storage drivers arrive with their crates; until then only `null` (when allowed).
+    let drivers = volcore_daemons::drivers(&args.local_state, false)?;
     master::run(
         cfg,
-        MasterDeps {
-            kv,
-            drivers: Drivers::new(),
-        },
-        shutdown,
+        MasterDeps { kv, drivers },
+        volcore_daemons::shutdown_signal(),
     )
     .await
 }

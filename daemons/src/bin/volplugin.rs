@@ -1,0 +1,89 @@
+//! volplugin — Docker VolumeDriver plugin for volcore.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use volcore::{HostName, PolicyName};
+use volcore_daemons::plugin::{self, LeaseLossAction, PluginConfig, PluginDeps};
+
+#[derive(Parser)]
+#[command(
+    name = "volplugin",
+    version,
+    about = "Docker VolumeDriver plugin: policy/volume names, lease-backed mount locks"
+)]
+struct Args {
+    /// Plugin name: the socket is <socket-dir>/<name>.sock; `docker volume create -d <name>`.
+    #[arg(long, env = "VOLPLUGIN_NAME", default_value = "volplugin")]
+    plugin_name: String,
+    /// Where Docker looks for plugin sockets.
+    #[arg(
+        long,
+        env = "VOLPLUGIN_SOCKET_DIR",
+        default_value = "/run/docker/plugins"
+    )]
+    socket_dir: PathBuf,
+    /// The store: etcd://host:port[,host:port…] | embedded:PATH | memory:
+    #[arg(long, env = "VOLCORE_KV", default_value = "etcd://127.0.0.1:2379")]
+    kv: String,
+    /// Key prefix in the store.
+    #[arg(long, env = "VOLCORE_PREFIX", default_value = "/volplugin")]
+    prefix: String,
+    /// Host label recorded in locks and mount records (default: the host name).
+    #[arg(long, env = "VOLCORE_HOST_LABEL")]
+    host_label: Option<String>,
+    /// Policy for volume names given without `policy/`.
+    #[arg(long, env = "VOLPLUGIN_DEFAULT_POLICY")]
+    default_policy: Option<String>,
+    /// What to do with a mounted volume another host took while this host's lease was lost.
+    #[arg(long, value_enum, default_value = "unmount")]
+    on_lease_loss: LeaseLossAction,
+    /// State directory of the local (loop-file) driver.
+    #[arg(
+        long,
+        env = "VOLCORE_LOCAL_STATE",
+        default_value = "/var/lib/volcore/local"
+    )]
+    local_state: PathBuf,
+    /// Serve the `null` backend (no storage work; for tests and benchmarks).
+    #[arg(long, env = "VOLCORE_ALLOW_NULL_BACKEND")]
+    allow_null_backend: bool,
+    /// cgroup v2 directory whose io.max takes rate limits (v1 blkio is found by itself).
+    #[arg(long, env = "VOLPLUGIN_CGROUP_V2")]
+    cgroup_v2: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    volcore_daemons::init_tracing();
+    let a = Args::parse();
+    let host = match a.host_label {
+        Some(h) => HostName::new(h).context("--host-label")?,
+        None => volcore_daemons::default_host(),
+    };
+    let default_policy = a
+        .default_policy
+        .map(PolicyName::new)
+        .transpose()
+        .context("--default-policy")?;
+    let kv = volcore_kv::open(&a.kv)
+        .await
+        .with_context(|| format!("opening store {}", a.kv))?;
+    let drivers = volcore_daemons::drivers(&a.local_state, a.allow_null_backend)?;
+    let cfg = PluginConfig {
+        socket_dir: a.socket_dir,
+        plugin_name: a.plugin_name,
+        host,
+        prefix: a.prefix,
+        default_policy,
+        on_lease_loss: a.on_lease_loss,
+        cgroup_v2: a.cgroup_v2,
+    };
+    plugin::run(
+        cfg,
+        PluginDeps { kv, drivers },
+        volcore_daemons::shutdown_signal(),
+    )
+    .await
+}
