@@ -13,8 +13,8 @@ fi
 apt_pkgs=(protobuf-compiler)           # etcd-client generates its gRPC code with protoc
 bins=(protoc)
 if [ "$what" = test ]; then
-  apt_pkgs+=(etcd-server etcd-client xfsprogs)   # xfsprogs: the local driver's xfs cases
-  bins+=(etcd etcdctl mkfs.xfs)
+  apt_pkgs+=(etcd-server etcd-client xfsprogs docker.io busybox-static)
+  bins+=(etcd etcdctl mkfs.xfs dockerd /bin/busybox)
 fi
 command -v cc >/dev/null || { apt_pkgs+=(build-essential); bins+=(cc); }
 

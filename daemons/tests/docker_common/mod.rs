@@ -1,0 +1,237 @@
+//! Harness for the Docker tests: a volmaster for volcli, volplugin processes, a Docker
+//! CLI pointed at the engine scripts/test started.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::BufRead;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run scripts/test, which starts etcd and a Docker engine")
+    })
+}
+
+pub fn uniq() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn tmp(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("docker-{}-{name}", uniq()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// This test binary's own Docker engine, started on first use under
+/// `VOLCORE_TEST_DOCKER_ROOT` (scripts/test stops every engine there when it ends). Each
+/// binary gets a fresh engine because an engine keeps retrying every plugin it ever used
+/// for every `docker volume ls`, for 15 s each, once that plugin is gone.
+pub fn docker_socket() -> &'static str {
+    static SOCK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOCK.get_or_init(|| {
+        let root = env("VOLCORE_TEST_DOCKER_ROOT");
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.file_name().unwrap().to_string_lossy().into_owned();
+        let dir = PathBuf::from(root).join(name);
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/dockerd.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "starting dockerd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+}
+
+pub fn docker(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", format!("unix://{}", docker_socket()))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let (code, out, err) = docker(args);
+    assert_eq!(code, 0, "docker {args:?}: {err}");
+    out
+}
+
+/// A cluster: one store prefix, a volmaster for volcli, and a mount root.
+pub struct Cluster {
+    pub prefix: String,
+    pub state: PathBuf,
+    pub master: Child,
+    pub master_url: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
+pub fn volcli(c: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_volcli"))
+        .args(args)
+        .env("VOLCLI_MASTER", &c.master_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn cluster(ttl: u32) -> Cluster {
+    let prefix = format!("/docker-{}", uniq());
+    let state = tmp("state");
+    let mut master = Command::new(env!("CARGO_BIN_EXE_volmaster"))
+        .args([
+            "--kv",
+            &format!("etcd://{}", env("VOLCORE_TEST_ETCD")),
+            "--prefix",
+            &prefix,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--local-state", &state.join("local").display().to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(master.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("volmaster listening on ")
+        .unwrap()
+        .to_owned();
+    let c = Cluster {
+        prefix,
+        state: state.clone(),
+        master,
+        master_url: format!("http://{addr}"),
+    };
+    let mnt = state.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let g = format!(
+        r#"{{"TTL":{ttl},"Timeout":1,"MountPath":"{}"}}"#,
+        mnt.display()
+    );
+    assert_eq!(volcli(&c, &["global", "upload"], Some(&g)).0, 0);
+    let (code, _, err) = volcli(
+        &c,
+        &["policy", "upload", "policy1"],
+        Some(r#"{"backend":"local","create":{"size":"64MiB"}}"#),
+    );
+    assert_eq!(code, 0, "{err}");
+    c
+}
+
+pub struct PluginProc {
+    pub child: Child,
+    pub name: String,
+    pub sock: PathBuf,
+}
+
+impl Drop for PluginProc {
+    fn drop(&mut self) {
+        // A clean stop removes the socket, so no engine keeps retrying a dead plugin.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}
+
+pub fn plugin(c: &Cluster, name: &str, host: &str, socket_dir: &Path) -> PluginProc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_volplugin"))
+        .args([
+            "--kv",
+            &format!("etcd://{}", env("VOLCORE_TEST_ETCD")),
+            "--prefix",
+            &c.prefix,
+        ])
+        .args([
+            "--plugin-name",
+            name,
+            "--host-label",
+            host,
+            "--socket-dir",
+            &socket_dir.display().to_string(),
+        ])
+        .args([
+            "--local-state",
+            &c.state.join("local").display().to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("volplugin listening on"), "{line}");
+    PluginProc {
+        child,
+        name: name.to_owned(),
+        sock: socket_dir.join(format!("{name}.sock")),
+    }
+}
+
+pub fn sigterm(p: &mut PluginProc) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status();
+    let _ = p.child.wait();
+}
+
+pub fn socket_call(sock: &Path, endpoint: &str, body: Value) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let body = body.to_string();
+    write!(s, "POST /{endpoint} HTTP/1.1\r\nHost: p\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+pub const DOCKER_PLUGINS: &str = "/run/docker/plugins";
