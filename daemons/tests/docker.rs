@@ -88,7 +88,39 @@ fn volume_lifecycle_through_docker() {
     let uses: Value = serde_json::from_str(&uses).unwrap();
     assert_eq!(uses[0]["host"], "mon0");
     assert_eq!(uses[0]["reason"], "Mount");
+    // `volcli volume runtime upload` changes the throttle of the mounted volume (scenario
+    // 22/36): the blkio write limit of its loop device follows within 5 s.
+    let mp = c.state.join("mnt").join("policy1").join("demo");
+    let mounts = volcore::mountinfo::current().unwrap();
+    let src = mounts
+        .iter()
+        .find(|m| m.mount_point == mp)
+        .expect("volume mounted")
+        .source
+        .clone();
+    let dev = volcore::cgroup::DevNum::of(Path::new(&src)).unwrap();
+    let (code, _, err) = volcli(
+        &c,
+        &["volume", "runtime", "upload", vol],
+        Some(r#"{"rate-limit":{"write-bps":1000000,"read-bps":10}}"#),
+    );
+    assert_eq!(code, 0, "{err}");
+    let start = Instant::now();
+    let limit =
+        |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/blkio/{f}")).unwrap_or_default();
+    while !limit("blkio.throttle.write_bps_device").contains(&format!("{dev} 1000000")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "runtime upload not applied within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(limit("blkio.throttle.read_bps_device").contains(&format!("{dev} 10")));
     docker_ok(&["rm", "-f", long.trim()]);
+    assert!(
+        !limit("blkio.throttle.write_bps_device").contains(&format!("{dev} ")),
+        "limit left after the last unmount"
+    );
     let (_, uses, _) = volcli(&c, &["use", "list"], None);
     assert!(
         uses.trim().is_empty(),

@@ -815,3 +815,129 @@ async fn local_volume_mount_and_rate_limits() {
     );
     a.stop().await;
 }
+
+/// volplugin scenarios 15 and 42: volumes of different policies are isolated, and 15
+/// volumes mounted concurrently from two hosts give exactly one winner each (locked) or
+/// none refused (unlocked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_mounts_from_two_hosts() {
+    let (kv, prefix) = store(30).await;
+    upload(&kv, &prefix, "policy1", NULL).await;
+    upload(
+        &kv,
+        &prefix,
+        "policy2",
+        r#"{"backend":"null","unlocked":true}"#,
+    )
+    .await;
+    let shared = Drivers::new().with_null();
+    let dir = tmp("sock");
+    let a = Host::start(
+        kv.clone(),
+        shared.clone(),
+        "host-a",
+        &dir,
+        &prefix,
+        LeaseLossAction::Unmount,
+    )
+    .await;
+    let b = Host::start(
+        kv.clone(),
+        shared.clone(),
+        "host-b",
+        &dir,
+        &prefix,
+        LeaseLossAction::Unmount,
+    )
+    .await;
+    for i in 0..15 {
+        for p in ["policy1", "policy2"] {
+            assert_eq!(
+                call(
+                    &a.sock,
+                    "VolumeDriver.Create",
+                    json!({"Name": format!("{p}/v{i}")})
+                )
+                .await["Err"],
+                ""
+            );
+        }
+    }
+    // Same volume name in two policies: two volumes.
+    let g1 = call(&a.sock, "VolumeDriver.Get", json!({"Name": "policy1/v0"})).await;
+    let g2 = call(&a.sock, "VolumeDriver.Get", json!({"Name": "policy2/v0"})).await;
+    assert_eq!(
+        (
+            g1["Volume"]["Status"]["unlocked"].as_bool(),
+            g2["Volume"]["Status"]["unlocked"].as_bool()
+        ),
+        (Some(false), Some(true))
+    );
+    for (policy, want_failures) in [("policy1", 15), ("policy2", 0)] {
+        let mut tasks = Vec::new();
+        for i in 0..15 {
+            for (h, sock) in [("a", a.sock.clone()), ("b", b.sock.clone())] {
+                let name = format!("{policy}/v{i}");
+                tasks.push(tokio::spawn(async move {
+                    call(
+                        &sock,
+                        "VolumeDriver.Mount",
+                        json!({"Name": name, "ID": format!("{h}{i}")}),
+                    )
+                    .await
+                }));
+            }
+        }
+        let mut failures = 0;
+        for t in tasks {
+            if t.await.unwrap()["Err"] != "" {
+                failures += 1;
+            }
+        }
+        assert_eq!(failures, want_failures, "{policy}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// volplugin scenario 17: no global configuration stored — the plugin runs on defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_without_global_configuration() {
+    let kv: Arc<dyn KvStore> = Arc::new(MemKv::new());
+    let prefix = "/noglobal";
+    upload(&kv, prefix, "policy1", NULL).await;
+    let dir = tmp("sock");
+    let a = Host::start(
+        kv.clone(),
+        Drivers::new().with_null(),
+        "host-a",
+        &dir,
+        prefix,
+        LeaseLossAction::Unmount,
+    )
+    .await;
+    assert_eq!(
+        call(&a.sock, "VolumeDriver.Create", json!({"Name": "policy1/v"})).await["Err"],
+        ""
+    );
+    let m = call(
+        &a.sock,
+        "VolumeDriver.Mount",
+        json!({"Name": "policy1/v", "ID": "c"}),
+    )
+    .await;
+    assert_eq!(
+        m["Mountpoint"], "/mnt/ceph/policy1/v",
+        "volplugin's default mount root"
+    );
+    assert_eq!(
+        call(
+            &a.sock,
+            "VolumeDriver.Unmount",
+            json!({"Name": "policy1/v", "ID": "c"})
+        )
+        .await["Err"],
+        ""
+    );
+    a.stop().await;
+}

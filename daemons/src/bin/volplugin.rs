@@ -14,7 +14,7 @@ use volcore_daemons::plugin::{self, LeaseLossAction, PluginConfig, PluginDeps};
     about = "Docker VolumeDriver plugin: policy/volume names, lease-backed mount locks"
 )]
 struct Args {
-    /// Plugin name: the socket is <socket-dir>/<name>.sock; `docker volume create -d <name>`.
+    /// Plugin name: the socket is `<socket-dir>/<name>.sock`; `docker volume create -d <name>`.
     #[arg(long, env = "VOLPLUGIN_NAME", default_value = "volplugin")]
     plugin_name: String,
     /// Where Docker looks for plugin sockets.
