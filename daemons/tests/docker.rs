@@ -174,6 +174,16 @@ fn second_host_takes_over_after_sigkill() {
     // The dead plugin's socket stays behind; the engine would keep retrying it for every
     // other test's docker call, so take it away now.
     let _ = std::fs::remove_file(Path::new(DOCKER_PLUGINS).join(format!("{a_name}.sock")));
+    // Its lock is gone within TTL + 1 s ...
+    while volcli(&c, &["use", "get", vol], None).0 == 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "host-a's lock outlived it by {:?} (TTL 2 s)",
+            killed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ... and host-b mounts within TTL + 2 s.
     loop {
         let r = socket_call(
             &b.sock,
