@@ -167,6 +167,27 @@ impl Plugin {
         }
     }
 
+    /// This host's mount records, by volume (one store round trip).
+    async fn mounts_here(&self) -> Result<BTreeMap<VolumeRef, MountRecord>, KvError> {
+        let prefix = self.inner.keys.mounts(&self.inner.cfg.host);
+        let mut out = BTreeMap::new();
+        for e in self.inner.kv.list(&prefix).await? {
+            let Some(v) = e
+                .key
+                .strip_prefix(&prefix)
+                .and_then(|r| VolumeRef::parse(r).ok())
+            else {
+                continue;
+            };
+            let rec = serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
+                key: e.key.clone(),
+                reason: err.to_string(),
+            })?;
+            out.insert(v, rec);
+        }
+        Ok(out)
+    }
+
     async fn save_record(
         &self,
         v: &VolumeRef,
@@ -358,29 +379,14 @@ impl Plugin {
         let Some(lease) = self.inner.lease.borrow().usable().cloned() else {
             return;
         };
-        let records = match self
-            .inner
-            .kv
-            .list(&self.inner.keys.mounts(&self.inner.cfg.host))
-            .await
-        {
+        let records = match self.mounts_here().await {
             Ok(r) => r,
             Err(e) => {
                 error!(error = %e, "cannot list this host's mounts");
                 return;
             }
         };
-        for e in records {
-            let Some(v) = e
-                .key
-                .strip_prefix(&self.inner.keys.mounts(&self.inner.cfg.host))
-                .and_then(|r| VolumeRef::parse(r).ok())
-            else {
-                continue;
-            };
-            let Ok(rec) = serde_json::from_slice::<MountRecord>(&e.value) else {
-                continue;
-            };
+        for (v, rec) in records {
             let vol = match self.inner.engine.get(&v).await {
                 Ok(i) => i.volume,
                 Err(err) => {
@@ -532,12 +538,21 @@ impl Plugin {
             "VolumeDriver.List" => {
                 match self.inner.engine.list(None).await {
                     Ok(vols) => {
-                        let mut out = Vec::new();
-                        for vol in vols {
-                            let v = vol.reference();
-                            let mp = self.record(&v).await.ok().flatten().map(|(r, _)| r.path);
-                            out.push(json!({"Name": v.to_string(), "Mountpoint": mp.unwrap_or_default()}));
-                        }
+                        // One listing of this host's mounts, not one read per volume:
+                        // Docker calls List for every `docker volume ls`.
+                        let mounted = match self.mounts_here().await {
+                            Ok(m) => m,
+                            Err(e) => return err(e),
+                        };
+                        let out: Vec<Value> = vols
+                            .iter()
+                            .map(|vol| {
+                                let v = vol.reference();
+                                let mp =
+                                    mounted.get(&v).map(|r| r.path.clone()).unwrap_or_default();
+                                json!({"Name": v.to_string(), "Mountpoint": mp})
+                            })
+                            .collect();
                         Json(json!({"Volumes": out, "Err": ""}))
                     }
                     Err(e) => err(e),

@@ -202,6 +202,11 @@ impl NullDriver {
         Self::default()
     }
 
+    /// The volumes it holds.
+    pub fn volumes(&self) -> Vec<VolumeRef> {
+        self.with(|st| st.volumes.iter().cloned().collect())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut NullState) -> T) -> T {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut st)
@@ -224,11 +229,25 @@ impl VolumeDriver for NullDriver {
             }
         })
     }
-    async fn format(&self, _spec: &VolumeSpec) -> Result<(), DriverError> {
-        Ok(())
+    async fn format(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
+        self.with(|st| {
+            if st.volumes.contains(&spec.volume) {
+                Ok(())
+            } else {
+                Err(DriverError::NotFound {
+                    what: format!("volume {}", spec.volume),
+                })
+            }
+        })
     }
     async fn destroy(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
         self.with(|st| {
+            if let Some(at) = st.mounted.get(&spec.volume) {
+                return Err(DriverError::Busy {
+                    what: format!("volume {}", spec.volume),
+                    detail: format!("it is mounted at {}", at.display()),
+                });
+            }
             st.snapshots.remove(&spec.volume);
             if st.volumes.remove(&spec.volume) {
                 Ok(())

@@ -321,23 +321,9 @@ impl Volumes {
         name: &PolicyName,
         json: &[u8],
     ) -> Result<PolicyRevision, EngineError> {
-        let policy = Policy::from_json(name, json)?;
-        let bytes = policy.to_json();
-        let revision = self
-            .kv
-            .put(&self.keys.policy(name), bytes.clone(), Default::default())
-            .await?;
-        // The revision key is named by the store revision of the upload, so two uploads
-        // never share one (volplugin keyed them by wall-clock seconds).
-        self.kv
-            .put(
-                &self.keys.policy_revision(name, revision),
-                bytes,
-                crate::kv::PutOpts::absent(),
-            )
-            .await?;
-        info!(revision, "policy uploaded");
-        Ok(PolicyRevision { revision, policy })
+        let r = store_policy(self.kv.as_ref(), &self.keys, name, json).await?;
+        info!(revision = r.revision, "policy uploaded");
+        Ok(r)
     }
 
     /// The current policy.
@@ -1028,6 +1014,31 @@ impl Volumes {
             .force_remove(vref, &[LockKind::Mount, LockKind::Op])
             .await?)
     }
+}
+
+/// Validates a policy and stores it as the current one and as a new revision. The
+/// revision key is named by the store revision of the upload, so two uploads never share
+/// one (volplugin keyed them by wall-clock seconds). For tools that seed a store without
+/// an engine (volstack's defaults); everything else goes through
+/// [`Volumes::upload_policy`].
+pub async fn store_policy(
+    kv: &dyn KvStore,
+    keys: &Keys,
+    name: &PolicyName,
+    json: &[u8],
+) -> Result<PolicyRevision, EngineError> {
+    let policy = Policy::from_json(name, json)?;
+    let bytes = policy.to_json();
+    let revision = kv
+        .put(&keys.policy(name), bytes.clone(), Default::default())
+        .await?;
+    kv.put(
+        &keys.policy_revision(name, revision),
+        bytes,
+        crate::kv::PutOpts::absent(),
+    )
+    .await?;
+    Ok(PolicyRevision { revision, policy })
 }
 
 /// Now, to the millisecond (records store milliseconds, so what is returned equals what

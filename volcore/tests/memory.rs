@@ -23,3 +23,17 @@ mod fake_driver {
         create_exists_destroy, mount_unmount_idempotent, data_survives_remount,
         destroy_while_mounted_is_busy, snapshots_round_trip, copy_errors);
 }
+
+mod null_driver {
+    use super::*;
+    // The shipped `null` backend keeps the same contract (it runs no mkfs either).
+    volcore::driver_conformance!(@cases
+        Arc::new(volcore::NullDriver::new()),
+        volcore::testing::driver_suite::DriverCtx {
+            mount_root: std::path::PathBuf::from("/nonexistent/null-mounts"),
+            filesystem: "ext4".into(),
+            real_io: false,
+        };
+        create_exists_destroy, mount_unmount_idempotent, data_survives_remount,
+        destroy_while_mounted_is_busy, snapshots_round_trip, copy_errors);
+}

@@ -78,21 +78,10 @@ fn doc() -> impl Strategy<Value = Value> {
 }
 
 fn options() -> impl Strategy<Value = BTreeMap<String, String>> {
-    let keys = prop::sample::select(vec![
-        "size",
-        "filesystem",
-        "unlocked",
-        "snapshots",
-        "snapshots.frequency",
-        "snapshots.keep",
-        "rate-limit.read.bps",
-        "rate-limit.write.bps",
-        "rate-limit.read.iops",
-        "rate-limit.write.iops",
-        "mount",
-        "pool",
-        "",
-    ]);
+    // Every accepted key, plus ones that must be refused.
+    let mut all: Vec<&'static str> = volcore::volume::OPTION_KEYS.to_vec();
+    all.extend(["pool", ""]);
+    let keys = prop::sample::select(all);
     let vals = prop_oneof![
         prop::sample::select(vec![
             "true",

@@ -209,6 +209,7 @@ enum FileCmd {
 /// An error with the exit code it maps to.
 struct Fail {
     code: u8,
+    /// Empty when the reasons were printed already.
     msg: String,
 }
 
@@ -359,7 +360,7 @@ fn check_files(name: Option<String>, files: &[PathBuf]) -> Res<()> {
         }
     }
     if failed {
-        Err(Fail::new(1, "some files are invalid"))
+        Err(Fail::new(1, "")) // each file's reason is printed above
     } else {
         Ok(())
     }
@@ -541,14 +542,14 @@ async fn run(cli: Cli) -> Res<u8> {
             }
             PolicyCmd::Check { .. } => {}
         },
-        Cmd::Volume { cmd } => return volume(&c, cmd, j, &out).await,
+        Cmd::Volume { cmd } => return volume(&c, cmd, &out).await,
         Cmd::Use { cmd } => return use_cmd(&c, cmd, j).await,
         Cmd::Runtime { .. } => {}
     }
     Ok(0)
 }
 
-async fn volume(c: &Client, cmd: VolumeCmd, j: bool, out: &Printer<'_>) -> Res<u8> {
+async fn volume(c: &Client, cmd: VolumeCmd, out: &Printer<'_>) -> Res<u8> {
     match cmd {
         VolumeCmd::Create { volume, opts } => {
             let v = parse_vref(&volume)?;
@@ -700,7 +701,6 @@ async fn volume(c: &Client, cmd: VolumeCmd, j: bool, out: &Printer<'_>) -> Res<u
             }
         },
     }
-    let _ = j;
     Ok(0)
 }
 
@@ -808,7 +808,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            if f.msg != "some files are invalid" {
+            if !f.msg.is_empty() {
                 eprintln!("{}", f.msg);
             }
             ExitCode::from(f.code)

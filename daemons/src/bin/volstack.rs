@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use volcore::{HostName, Keys, KvStore, Policy, PolicyName};
+use volcore::{HostName, Keys, KvStore, PolicyName};
 use volcore_daemons::master::{self, MasterConfig, MasterDeps};
 use volcore_daemons::plugin::{self, LeaseLossAction, PluginConfig, PluginDeps};
 
@@ -62,16 +62,7 @@ async fn main() -> Result<()> {
     }
     let p1 = PolicyName::new("policy1")?;
     if kv.get(&keys.policy(&p1)).await?.is_none() {
-        let p = Policy::from_json(&p1, DEFAULT_POLICY.as_bytes())?;
-        let rev = kv
-            .put(&keys.policy(&p1), p.to_json(), Default::default())
-            .await?;
-        kv.put(
-            &keys.policy_revision(&p1, rev),
-            p.to_json(),
-            volcore::PutOpts::absent(),
-        )
-        .await?;
+        volcore::engine::store_policy(kv.as_ref(), &keys, &p1, DEFAULT_POLICY.as_bytes()).await?;
     }
     let drivers = volcore_daemons::drivers(&a.state.join("local"), a.allow_null_backend)?;
     let host = volcore_daemons::default_host();

@@ -1,13 +1,15 @@
 //! [`FakeDriver`]: an in-memory storage driver that records every call and injects faults
 //! (an error or a hang) at any step.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::driver::{DriverError, Mount, MountDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
+use crate::driver::{
+    DriverError, Mount, MountDriver, NullDriver, SnapshotDriver, VolumeDriver, VolumeSpec,
+};
 use crate::name::{SnapshotName, VolumeRef};
 use crate::policy::BackendKind;
 
@@ -49,18 +51,17 @@ pub enum Fault {
 
 #[derive(Debug, Default)]
 struct State {
-    volumes: BTreeSet<VolumeRef>,
-    snapshots: BTreeMap<VolumeRef, Vec<SnapshotName>>,
     calls: Vec<String>,
     faults: HashMap<Step, Fault>,
-    mounted: BTreeMap<VolumeRef, PathBuf>,
 }
 
-/// An in-memory driver for tests: keeps volumes and snapshots, records calls, and fails
-/// or hangs where told to. Cheap to clone (shared state).
+/// An in-memory driver for tests: the [`NullDriver`]'s storage model (volumes, snapshots,
+/// mounts), plus a record of every call and an error or a hang at any step where told
+/// to. Cheap to clone (shared state).
 #[derive(Clone, Debug)]
 pub struct FakeDriver {
     backend: BackendKind,
+    store: Arc<NullDriver>,
     state: Arc<Mutex<State>>,
 }
 
@@ -69,6 +70,7 @@ impl FakeDriver {
     pub fn new(backend: BackendKind) -> Self {
         Self {
             backend,
+            store: Arc::default(),
             state: Arc::default(),
         }
     }
@@ -95,7 +97,7 @@ impl FakeDriver {
 
     /// The volumes that exist in this fake's storage.
     pub fn volumes(&self) -> Vec<VolumeRef> {
-        self.with(|st| st.volumes.iter().cloned().collect())
+        self.store.volumes()
     }
 
     async fn enter(&self, step: Step, call: String) -> Result<(), DriverError> {
@@ -115,12 +117,6 @@ impl FakeDriver {
     }
 }
 
-fn missing(v: &VolumeRef) -> DriverError {
-    DriverError::NotFound {
-        what: format!("volume {v}"),
-    }
-}
-
 #[async_trait]
 impl VolumeDriver for FakeDriver {
     fn backend(&self) -> BackendKind {
@@ -129,53 +125,26 @@ impl VolumeDriver for FakeDriver {
     async fn create(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
         self.enter(Step::Create, format!("create {}", spec.volume))
             .await?;
-        self.with(|st| {
-            if st.volumes.insert(spec.volume.clone()) {
-                Ok(())
-            } else {
-                Err(DriverError::AlreadyExists {
-                    what: format!("volume {}", spec.volume),
-                })
-            }
-        })
+        self.store.create(spec).await
     }
     async fn format(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
         self.enter(Step::Format, format!("format {}", spec.volume))
             .await?;
-        self.with(|st| {
-            if st.volumes.contains(&spec.volume) {
-                Ok(())
-            } else {
-                Err(missing(&spec.volume))
-            }
-        })
+        self.store.format(spec).await
     }
     async fn destroy(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
         self.enter(Step::Destroy, format!("destroy {}", spec.volume))
             .await?;
-        self.with(|st| {
-            if st.mounted.contains_key(&spec.volume) {
-                return Err(DriverError::Busy {
-                    what: format!("volume {}", spec.volume),
-                    detail: "it is mounted".into(),
-                });
-            }
-            st.snapshots.remove(&spec.volume);
-            if st.volumes.remove(&spec.volume) {
-                Ok(())
-            } else {
-                Err(missing(&spec.volume))
-            }
-        })
+        self.store.destroy(spec).await
     }
     async fn exists(&self, spec: &VolumeSpec) -> Result<bool, DriverError> {
         self.enter(Step::Exists, format!("exists {}", spec.volume))
             .await?;
-        Ok(self.with(|st| st.volumes.contains(&spec.volume)))
+        self.store.exists(spec).await
     }
     async fn list(&self) -> Result<Vec<VolumeRef>, DriverError> {
         self.enter(Step::List, "list".into()).await?;
-        Ok(self.volumes())
+        self.store.list().await
     }
     fn snapshots(&self) -> Option<&dyn SnapshotDriver> {
         Some(self)
@@ -193,17 +162,7 @@ impl MountDriver for FakeDriver {
             format!("mount {} {}", spec.volume, at.display()),
         )
         .await?;
-        self.with(|st| {
-            if !st.volumes.contains(&spec.volume) {
-                return Err(missing(&spec.volume));
-            }
-            st.mounted.insert(spec.volume.clone(), at.to_path_buf());
-            Ok(Mount {
-                volume: spec.volume.clone(),
-                path: at.to_path_buf(),
-                device: None,
-            })
-        })
+        MountDriver::mount(self.store.as_ref(), spec, at).await
     }
     async fn unmount(&self, spec: &VolumeSpec, at: &Path) -> Result<(), DriverError> {
         self.enter(
@@ -211,20 +170,10 @@ impl MountDriver for FakeDriver {
             format!("unmount {} {}", spec.volume, at.display()),
         )
         .await?;
-        self.with(|st| st.mounted.remove(&spec.volume));
-        Ok(())
+        MountDriver::unmount(self.store.as_ref(), spec, at).await
     }
     async fn mounted(&self) -> Result<Vec<Mount>, DriverError> {
-        Ok(self.with(|st| {
-            st.mounted
-                .iter()
-                .map(|(v, p)| Mount {
-                    volume: v.clone(),
-                    path: p.clone(),
-                    device: None,
-                })
-                .collect()
-        }))
+        MountDriver::mounted(self.store.as_ref()).await
     }
 }
 
@@ -237,19 +186,7 @@ impl SnapshotDriver for FakeDriver {
     ) -> Result<(), DriverError> {
         self.enter(Step::Snapshot, format!("snapshot {} {snap}", spec.volume))
             .await?;
-        self.with(|st| {
-            if !st.volumes.contains(&spec.volume) {
-                return Err(missing(&spec.volume));
-            }
-            let l = st.snapshots.entry(spec.volume.clone()).or_default();
-            if l.contains(snap) {
-                return Err(DriverError::AlreadyExists {
-                    what: format!("snapshot {snap}"),
-                });
-            }
-            l.push(snap.clone());
-            Ok(())
-        })
+        self.store.create_snapshot(spec, snap).await
     }
     async fn remove_snapshot(
         &self,
@@ -261,18 +198,7 @@ impl SnapshotDriver for FakeDriver {
             format!("remove-snapshot {} {snap}", spec.volume),
         )
         .await?;
-        self.with(|st| {
-            let l = st.snapshots.entry(spec.volume.clone()).or_default();
-            let n = l.len();
-            l.retain(|s| s != snap);
-            if l.len() == n {
-                Err(DriverError::NotFound {
-                    what: format!("snapshot {snap}"),
-                })
-            } else {
-                Ok(())
-            }
-        })
+        self.store.remove_snapshot(spec, snap).await
     }
     async fn list_snapshots(&self, spec: &VolumeSpec) -> Result<Vec<SnapshotName>, DriverError> {
         self.enter(
@@ -280,12 +206,7 @@ impl SnapshotDriver for FakeDriver {
             format!("list-snapshots {}", spec.volume),
         )
         .await?;
-        self.with(|st| {
-            if !st.volumes.contains(&spec.volume) {
-                return Err(missing(&spec.volume));
-            }
-            Ok(st.snapshots.get(&spec.volume).cloned().unwrap_or_default())
-        })
+        self.store.list_snapshots(spec).await
     }
     async fn copy_snapshot(
         &self,
@@ -298,22 +219,6 @@ impl SnapshotDriver for FakeDriver {
             format!("copy {} {snap} {}", spec.volume, to.volume),
         )
         .await?;
-        self.with(|st| {
-            if !st
-                .snapshots
-                .get(&spec.volume)
-                .is_some_and(|l| l.contains(snap))
-            {
-                return Err(DriverError::NotFound {
-                    what: format!("snapshot {snap} of {}", spec.volume),
-                });
-            }
-            if !st.volumes.insert(to.volume.clone()) {
-                return Err(DriverError::AlreadyExists {
-                    what: format!("volume {}", to.volume),
-                });
-            }
-            Ok(())
-        })
+        self.store.copy_snapshot(spec, snap, to).await
     }
 }

@@ -157,6 +157,16 @@ pub async fn data_survives_remount(d: Arc<dyn VolumeDriver>, ctx: &DriverCtx) {
             write(&p, &format!("round {i}"));
         }
         m.unmount(&s, &p).await.unwrap();
+        if ctx.real_io {
+            // The data must live in the volume, not in the mount point's directory: after
+            // unmount it is not there.
+            assert_eq!(
+                read(&p),
+                "",
+                "data visible at {} while unmounted",
+                p.display()
+            );
+        }
     }
     d.destroy(&s).await.unwrap();
 }
