@@ -282,10 +282,27 @@ impl Plugin {
         }
         let at = self.mount_point(&v);
         let spec = self.spec(&vol);
+        let host = &self.inner.cfg.host;
+        if let Some(h) = &held {
+            // The backend's own lock (Ceph: an RBD lock), taken under the store's lock: one
+            // another host still holds is stale, and breaking it fences that host.
+            match mounts.claim(&spec, host).await {
+                Ok(fenced) => {
+                    for f in fenced {
+                        warn!(volume = %v, fenced_host = %f.holder, clients = ?f.clients, "took over a volume from a host whose lock had expired; fenced its storage clients");
+                    }
+                }
+                Err(e) => {
+                    let _ = self.inner.locker.release(std::slice::from_ref(h)).await;
+                    return Err(format!("locking the storage of {v}: {e}"));
+                }
+            }
+        }
         let m: Mount = match mounts.mount(&spec, &at).await {
             Ok(m) => m,
             Err(e) => {
                 if let Some(h) = &held {
+                    let _ = mounts.release(&spec, host).await;
                     let _ = self.inner.locker.release(std::slice::from_ref(h)).await;
                 }
                 return Err(format!("mounting {v}: {e}"));
@@ -300,6 +317,7 @@ impl Plugin {
         if let Err(e) = self.save_record(&v, &rec, held.as_ref()).await {
             let _ = mounts.unmount(&spec, &m.path).await;
             if let Some(h) = &held {
+                let _ = mounts.release(&spec, host).await;
                 let _ = self.inner.locker.release(std::slice::from_ref(h)).await;
             }
             return Err(format!("recording the mount of {v}: {e}"));
@@ -345,9 +363,15 @@ impl Plugin {
                 .get(vol.backends.mount)
                 .and_then(|d| d.mounts())
             {
-                m.unmount(&self.spec(vol), &rec.path)
+                let spec = self.spec(vol);
+                m.unmount(&spec, &rec.path)
                     .await
                     .map_err(|e| format!("unmounting {v}: {e}"))?;
+                if !vol.unlocked {
+                    if let Err(e) = m.release(&spec, &self.inner.cfg.host).await {
+                        warn!(volume = %v, error = %e, "releasing the storage lock");
+                    }
+                }
             }
         }
         if let (Some(t), Some(dev)) = (&self.inner.throttler, &rec.device) {
@@ -408,6 +432,23 @@ impl Plugin {
                         lock_map(&self.inner.held).insert(v.clone(), h);
                     }
                     info!(volume = %v, "mount lock re-established");
+                    if let Some(m) = self
+                        .inner
+                        .drivers
+                        .get(vol.backends.mount)
+                        .and_then(|d| d.mounts())
+                    {
+                        match m.claim(&self.spec(&vol), &self.inner.cfg.host).await {
+                            Ok(fenced) => {
+                                for f in fenced {
+                                    warn!(volume = %v, fenced_host = %f.holder, clients = ?f.clients, "fenced a stale storage lock while re-establishing");
+                                }
+                            }
+                            Err(e) => {
+                                warn!(volume = %v, error = %e, "could not re-take the storage lock")
+                            }
+                        }
+                    }
                 }
                 Err(LockError::Held { holder }) => {
                     error!(volume = %v, holder = %holder.host, "another host took this volume while our lease was lost");

@@ -27,6 +27,7 @@ fn ctx(fs: &str) -> DriverCtx {
         mount_root: base().join("mnt"),
         filesystem: fs.into(),
         real_io: true,
+        params: Default::default(),
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::name::{SnapshotName, VolumeRef};
+use crate::name::{HostName, SnapshotName, VolumeRef};
 use crate::policy::{BackendKind, MkfsTemplate};
 use crate::size::Size;
 use crate::volume::Volume;
@@ -115,6 +115,16 @@ pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
     async fn exists(&self, spec: &VolumeSpec) -> Result<bool, DriverError>;
     /// Every volume this backend holds.
     async fn list(&self) -> Result<Vec<VolumeRef>, DriverError>;
+    /// Grows the storage to `to` (the filesystem on it is not grown). Backends that cannot
+    /// resize say so.
+    async fn resize(&self, spec: &VolumeSpec, to: Size) -> Result<(), DriverError> {
+        let _ = to;
+        Err(DriverError::Invalid(format!(
+            "backend {} cannot resize volume {}",
+            self.backend(),
+            spec.volume
+        )))
+    }
     /// Snapshot support, if the backend has it.
     fn snapshots(&self) -> Option<&dyn SnapshotDriver> {
         None
@@ -152,6 +162,29 @@ pub trait MountDriver: Send + Sync {
     async fn unmount(&self, spec: &VolumeSpec, at: &Path) -> Result<(), DriverError>;
     /// Every volume of this backend mounted on this host.
     async fn mounted(&self) -> Result<Vec<Mount>, DriverError>;
+    /// Takes the backend's own lock on the volume for `host`, where the backend has one
+    /// (Ceph: an RBD advisory lock). The plugin calls it only while it holds the store's
+    /// mount lock, so a lock another host holds is stale by construction: the driver
+    /// breaks it and fences that host's clients, and reports whom it fenced. Taking a lock
+    /// `host` already holds is `Ok` with nothing fenced.
+    async fn claim(&self, spec: &VolumeSpec, host: &HostName) -> Result<Vec<Fenced>, DriverError> {
+        let _ = (spec, host);
+        Ok(Vec::new())
+    }
+    /// Drops the backend lock `claim` took; not held is `Ok`.
+    async fn release(&self, spec: &VolumeSpec, host: &HostName) -> Result<(), DriverError> {
+        let _ = (spec, host);
+        Ok(())
+    }
+}
+
+/// A client cut off from a volume's storage when another host claimed it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Fenced {
+    /// Who held the stale lock (as the lock names it, e.g. the host).
+    pub holder: String,
+    /// The storage clients that were blocked (addresses).
+    pub clients: Vec<String>,
 }
 
 /// Snapshots of a backend's volumes.

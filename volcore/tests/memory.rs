@@ -19,6 +19,7 @@ mod fake_driver {
             mount_root: std::path::PathBuf::from("/nonexistent/fake-mounts"),
             filesystem: "ext4".into(),
             real_io: false,
+            params: Default::default(),
         };
         create_exists_destroy, mount_unmount_idempotent, data_survives_remount,
         destroy_while_mounted_is_busy, snapshots_round_trip, copy_errors);
@@ -33,6 +34,7 @@ mod null_driver {
             mount_root: std::path::PathBuf::from("/nonexistent/null-mounts"),
             filesystem: "ext4".into(),
             real_io: false,
+            params: Default::default(),
         };
         create_exists_destroy, mount_unmount_idempotent, data_survives_remount,
         destroy_while_mounted_is_busy, snapshots_round_trip, copy_errors);

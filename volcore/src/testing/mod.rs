@@ -6,6 +6,7 @@
 
 pub mod driver;
 pub mod driver_suite;
+pub mod exec;
 pub mod flaky;
 pub mod kv;
 pub mod locks;
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use driver::{FakeDriver, Fault, Step};
+pub use exec::FakeExec;
 pub use flaky::FlakyKv;
 
 /// What a backend can promise about time, for the timing-sensitive cases.
