@@ -139,13 +139,19 @@ EOF
       sleep 0.1
     done
     [ -n "$ok" ] || fail "the mon did not answer within 10 s"
-    timeout 30 ceph osd pool create rbd 8 8 replicated >>"$dir/log/setup.log" 2>&1 || fail "pool create failed"
+    # "rbd" and a second pool "test" (volplugin's multi-pool scenario), created before the
+    # OSD boots so their PGs are made as soon as it is up.
+    for pool in rbd test; do
+      timeout 30 ceph osd pool create "$pool" 8 8 replicated >>"$dir/log/setup.log" 2>&1 || fail "pool create $pool failed"
+    done
     uuid=$(uuidgen)
     timeout 30 ceph osd new "$uuid" 0 >>"$dir/log/setup.log" 2>&1 || fail "osd new failed"
     [ ${#user_args[@]} -eq 0 ] || chown -R ceph:ceph "$dir/osd"
     ceph-osd -c "$dir/ceph.conf" "${user_args[@]}" -i 0 --mkfs --osd-uuid "$uuid" >>"$dir/log/setup.log" 2>&1 || fail "ceph-osd --mkfs failed"
     ceph-osd -c "$dir/ceph.conf" "${user_args[@]}" -i 0 9>&- >>"$dir/log/setup.log" 2>&1 || fail "ceph-osd did not start"
-    timeout 60 rbd pool init rbd >>"$dir/log/setup.log" 2>&1 || fail "rbd pool init did not finish within 60 s"
+    for pool in rbd test; do
+      timeout 60 rbd pool init "$pool" >>"$dir/log/setup.log" 2>&1 || fail "rbd pool init $pool did not finish within 60 s"
+    done
     cat >"$dir/env" <<EOF
 CEPH_CONF=$dir/ceph.conf
 CEPH_MON_HOST=127.0.0.1:$port

@@ -15,6 +15,10 @@ bins=(protoc)
 if [ "$what" = test ]; then
   apt_pkgs+=(etcd-server etcd-client xfsprogs docker.io busybox-static)
   bins+=(etcd etcdctl mkfs.xfs dockerd /bin/busybox)
+  # A one-node Ceph cluster (scripts/ceph.sh) and the RBD driver's tools; debugfs reads
+  # files out of exported images.
+  apt_pkgs+=(ceph-mon ceph-osd ceph-common rbd-fuse uuid-runtime e2fsprogs)
+  bins+=(ceph-mon ceph-osd rbd rbd-fuse uuidgen debugfs)
 fi
 command -v cc >/dev/null || { apt_pkgs+=(build-essential); bins+=(cc); }
 

@@ -77,12 +77,63 @@ pub fn default_host() -> HostName {
         })
 }
 
-/// The storage drivers a daemon serves: the local driver (state under `local_state`) and,
-/// when allowed, the null driver.
-pub fn drivers(local_state: &std::path::Path, allow_null: bool) -> Result<volcore::Drivers> {
+/// Ceph flags shared by the daemons that do storage work.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CephArgs {
+    /// ceph.conf of the cluster (default: Ceph's own search, CEPH_CONF or /etc/ceph/ceph.conf).
+    #[arg(long, env = "VOLCORE_CEPH_CONF")]
+    pub ceph_conf: Option<std::path::PathBuf>,
+    /// cephx user for rbd and rbd-fuse (`--id`; default admin).
+    #[arg(long, env = "VOLCORE_CEPH_ID")]
+    pub ceph_id: Option<String>,
+    /// How this host attaches RBD images: krbd (kernel, default), nbd (rbd-nbd) or fuse
+    /// (rbd-fuse + loop; for hosts without the rbd and nbd modules).
+    #[arg(long, env = "VOLCORE_CEPH_ATTACH", default_value = "krbd")]
+    pub ceph_attach: volcore_ceph::Attach,
+    /// Pools listed when the daemon lists the Ceph backend's volumes (comma separated).
+    #[arg(
+        long,
+        env = "VOLCORE_CEPH_POOLS",
+        default_value = "rbd",
+        value_delimiter = ','
+    )]
+    pub ceph_pools: Vec<String>,
+    /// State directory of the Ceph driver (rbd-fuse mount points).
+    #[arg(
+        long,
+        env = "VOLCORE_CEPH_STATE",
+        default_value = "/var/lib/volcore/ceph"
+    )]
+    pub ceph_state: std::path::PathBuf,
+}
+
+impl CephArgs {
+    /// The driver these flags describe.
+    pub fn driver(&self) -> Result<volcore_ceph::RbdDriver> {
+        let mut cfg = volcore_ceph::CephConfig::new(&self.ceph_state);
+        cfg.conf.clone_from(&self.ceph_conf);
+        cfg.id.clone_from(&self.ceph_id);
+        cfg.attach = self.ceph_attach;
+        cfg.pools.clone_from(&self.ceph_pools);
+        volcore_ceph::RbdDriver::new(cfg, Arc::new(volcore::exec::SystemExec))
+            .context("ceph driver configuration")
+    }
+}
+
+/// The storage drivers a daemon serves: the local driver (state under `local_state`), the
+/// Ceph RBD driver when `ceph` is given and, when allowed, the `null` backend. The Ceph
+/// driver contacts the cluster only when a Ceph volume is used.
+pub fn drivers(
+    local_state: &std::path::Path,
+    ceph: Option<&CephArgs>,
+    allow_null: bool,
+) -> Result<volcore::Drivers> {
     let local = volcore_local::LocalDriver::new(local_state, Arc::new(volcore::exec::SystemExec))
         .with_context(|| format!("local driver state {}", local_state.display()))?;
     let mut d = volcore::Drivers::new().with(Arc::new(local));
+    if let Some(c) = ceph {
+        d = d.with(Arc::new(c.driver()?));
+    }
     if allow_null {
         d = d.with_null();
     }

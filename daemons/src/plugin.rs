@@ -55,6 +55,9 @@ pub struct PluginConfig {
     pub on_lease_loss: LeaseLossAction,
     /// cgroup v2 directory for `io.max` (v1 blkio is found by itself).
     pub cgroup_v2: Option<PathBuf>,
+    /// This host's mount root, instead of the global configuration's MountPath (several
+    /// plugin instances on one machine, or a host with a different layout).
+    pub mount_path: Option<PathBuf>,
 }
 
 /// What volplugin runs on.
@@ -146,7 +149,10 @@ impl Plugin {
     }
 
     fn mount_point(&self, v: &VolumeRef) -> PathBuf {
-        mount_path(&self.inner.global.borrow().mount_path, v)
+        match &self.inner.cfg.mount_path {
+            Some(root) => mount_path(root, v),
+            None => mount_path(&self.inner.global.borrow().mount_path, v),
+        }
     }
 
     async fn record(&self, v: &VolumeRef) -> Result<Option<(MountRecord, u64)>, KvError> {
@@ -351,12 +357,20 @@ impl Plugin {
 
     /// Unmounts, clears limits, deletes the record and releases the lock.
     async fn teardown(&self, v: &VolumeRef, rec: &MountRecord) -> Result<(), String> {
-        let vol = match self.inner.engine.get(v).await {
-            Ok(i) => Some(i.volume),
+        let info = match self.inner.engine.get(v).await {
+            Ok(i) => Some(i),
             Err(EngineError::VolumeNotFound { .. }) => None,
             Err(e) => return Err(e.to_string()),
         };
-        if let Some(vol) = &vol {
+        // Limits go first: unmounting flushes dirty data, which a tight write limit would
+        // otherwise stretch past Docker's request timeout.
+        if let (Some(t), Some(dev)) = (&self.inner.throttler, &rec.device) {
+            if let Ok(d) = DevNum::of(dev) {
+                let _ = t.clear(d);
+            }
+        }
+        if let Some(info) = &info {
+            let vol = &info.volume;
             if let Some(m) = self
                 .inner
                 .drivers
@@ -364,19 +378,16 @@ impl Plugin {
                 .and_then(|d| d.mounts())
             {
                 let spec = self.spec(vol);
-                m.unmount(&spec, &rec.path)
-                    .await
-                    .map_err(|e| format!("unmounting {v}: {e}"))?;
+                if let Err(e) = m.unmount(&spec, &rec.path).await {
+                    // Still mounted: its limits stay in force.
+                    self.apply_limits(v, rec.device.as_deref(), &info.runtime_options.rate_limit);
+                    return Err(format!("unmounting {v}: {e}"));
+                }
                 if !vol.unlocked {
                     if let Err(e) = m.release(&spec, &self.inner.cfg.host).await {
                         warn!(volume = %v, error = %e, "releasing the storage lock");
                     }
                 }
-            }
-        }
-        if let (Some(t), Some(dev)) = (&self.inner.throttler, &rec.device) {
-            if let Ok(d) = DevNum::of(dev) {
-                let _ = t.clear(d);
             }
         }
         self.inner

@@ -68,6 +68,7 @@ impl Host {
             default_policy: Some(PolicyName::new("policy1").unwrap()),
             on_lease_loss: on_loss,
             cgroup_v2: None,
+            mount_path: None,
         };
         let sock = volcore_daemons::plugin::socket_path(&cfg);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -348,6 +349,7 @@ async fn names_without_policy_need_a_default() {
         default_policy: None,
         on_lease_loss: LeaseLossAction::Unmount,
         cgroup_v2: None,
+        mount_path: None,
     };
     // A stale socket from a crash is replaced.
     std::fs::write(dir.join("nodefault.sock"), b"stale").unwrap();
@@ -701,7 +703,7 @@ async fn local_volume_mount_and_rate_limits() {
         &format!(r#"{{"backend":"local","create":{{"size":"64MiB"}},"runtime":{{"rate-limit":{{"write-bps":{limit}}}}}}}"#),
     )
     .await;
-    let local = volcore_daemons::drivers(&tmp("local-state"), false).unwrap();
+    let local = volcore_daemons::drivers(&tmp("local-state"), None, false).unwrap();
     let dir = tmp("sock");
     let a = Host::start(
         kv.clone(),

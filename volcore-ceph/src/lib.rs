@@ -557,6 +557,12 @@ impl RbdDriver {
                     )
                     .await?;
                 }
+                // The kernel detaches a loop device only when its last opener (udev's
+                // probe after mkfs, say) lets go; until then the file keeps rbd-fuse busy.
+                let deadline = tokio::time::Instant::now() + FUSE_UMOUNT_PATIENCE;
+                while !loops_of(&file).is_empty() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 self.fuse_umount(img, t).await
             }
         }
@@ -567,18 +573,33 @@ impl RbdDriver {
     async fn fuse_umount(&self, img: &ImageSpec, t: Duration) -> Result<(), DriverError> {
         let what = img.to_string();
         let dir = self.fuse_dir(img);
-        let res = self
-            .run(
-                "detach",
-                &what,
-                // A healthy rbd-fuse unmounts at once; a fenced one never does.
-                Cmd::new(
-                    "umount",
-                    [dir.display().to_string()],
-                    t.min(FUSE_UMOUNT_PATIENCE),
-                ),
-            )
-            .await;
+        let pids = fuse_pids(&dir);
+        let mut res;
+        let mut tries = 0;
+        loop {
+            res = self
+                .run(
+                    "detach",
+                    &what,
+                    // A healthy rbd-fuse unmounts at once; a fenced one never does.
+                    Cmd::new(
+                        "umount",
+                        [dir.display().to_string()],
+                        t.min(FUSE_UMOUNT_PATIENCE),
+                    ),
+                )
+                .await;
+            // Briefly busy (a closing opener of the file): unmounting again is harmless.
+            match &res {
+                Err(DriverError::Failed { detail, .. })
+                    if detail.contains("busy") && tries < 10 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                _ => break,
+            }
+        }
         if let Err(e) = res {
             warn!(image = %img.spec(), error = %e, "rbd-fuse did not unmount; killing it");
             for pid in fuse_pids(&dir) {
@@ -593,6 +614,22 @@ impl RbdDriver {
                 Cmd::new("umount", ["-l".to_owned(), dir.display().to_string()], t),
             )
             .await?;
+        }
+        // rbd-fuse closes the image (drops its watch) after the unmount returns; until it
+        // has exited, the image still looks open to `rbd rm` and to other hosts.
+        let deadline = tokio::time::Instant::now() + FUSE_UMOUNT_PATIENCE;
+        while pids.iter().any(|p| alive(*p)) {
+            if tokio::time::Instant::now() >= deadline {
+                warn!(image = %img.spec(), "rbd-fuse did not exit after its unmount; killing it");
+                for p in &pids {
+                    let _ = self
+                        .exec
+                        .run(&Cmd::new("kill", ["-9".to_owned(), p.to_string()], t))
+                        .await;
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = std::fs::remove_dir(&dir);
         Ok(())
@@ -706,6 +743,18 @@ fn loops_of(file: &Path) -> Vec<PathBuf> {
         .filter(|(_, b)| b == file)
         .map(|(d, _)| d)
         .collect()
+}
+
+/// Whether a process is still running (a zombie is not).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next()),
+            Some('Z' | 'X')
+        ),
+        Err(_) => false,
+    }
 }
 
 /// PIDs of rbd-fuse processes serving `dir` (their last argument).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use crate::driver::{DriverError, NullDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
 use crate::global::GlobalConfig;
@@ -564,6 +564,10 @@ impl Volumes {
             .await
         {
             Ok(()) => info!(volume = %spec.volume, "storage made by a failed operation destroyed"),
+            // The driver cleaned up after itself (Ceph removes the image of a failed mkfs).
+            Err(e) if matches!(e.driver_error(), Some(DriverError::NotFound { .. })) => {
+                debug!(volume = %spec.volume, "storage of the failed operation already gone")
+            }
             Err(e) => {
                 warn!(volume = %spec.volume, error = %e, "could not destroy storage made by a failed operation")
             }

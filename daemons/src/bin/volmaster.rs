@@ -36,6 +36,8 @@ struct Args {
         default_value = "/var/lib/volcore/local"
     )]
     local_state: std::path::PathBuf,
+    #[command(flatten)]
+    ceph: volcore_daemons::CephArgs,
 }
 
 #[tokio::main]
@@ -56,7 +58,7 @@ async fn main() -> Result<()> {
         host,
         allow_null_backend: args.allow_null_backend,
     };
-    let drivers = volcore_daemons::drivers(&args.local_state, false)?;
+    let drivers = volcore_daemons::drivers(&args.local_state, Some(&args.ceph), false)?;
     master::run(
         cfg,
         MasterDeps { kv, drivers },

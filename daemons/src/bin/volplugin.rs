@@ -52,6 +52,11 @@ struct Args {
     /// cgroup v2 directory whose io.max takes rate limits (v1 blkio is found by itself).
     #[arg(long, env = "VOLPLUGIN_CGROUP_V2")]
     cgroup_v2: Option<PathBuf>,
+    /// Mount root on this host, instead of the global configuration's MountPath.
+    #[arg(long, env = "VOLPLUGIN_MOUNT_PATH")]
+    mount_path: Option<PathBuf>,
+    #[command(flatten)]
+    ceph: volcore_daemons::CephArgs,
 }
 
 #[tokio::main]
@@ -70,7 +75,7 @@ async fn main() -> Result<()> {
     let kv = volcore_kv::open(&a.kv)
         .await
         .with_context(|| format!("opening store {}", a.kv))?;
-    let drivers = volcore_daemons::drivers(&a.local_state, a.allow_null_backend)?;
+    let drivers = volcore_daemons::drivers(&a.local_state, Some(&a.ceph), a.allow_null_backend)?;
     let cfg = PluginConfig {
         socket_dir: a.socket_dir,
         plugin_name: a.plugin_name,
@@ -79,6 +84,7 @@ async fn main() -> Result<()> {
         default_policy,
         on_lease_loss: a.on_lease_loss,
         cgroup_v2: a.cgroup_v2,
+        mount_path: a.mount_path,
     };
     plugin::run(
         cfg,

@@ -37,6 +37,8 @@ struct Args {
     /// Serve the `null` backend too.
     #[arg(long)]
     allow_null_backend: bool,
+    #[command(flatten)]
+    ceph: volcore_daemons::CephArgs,
 }
 
 const DEFAULT_POLICY: &str = r#"{"backend":"local","create":{"size":"10GB","filesystem":"ext4"},
@@ -64,7 +66,8 @@ async fn main() -> Result<()> {
     if kv.get(&keys.policy(&p1)).await?.is_none() {
         volcore::engine::store_policy(kv.as_ref(), &keys, &p1, DEFAULT_POLICY.as_bytes()).await?;
     }
-    let drivers = volcore_daemons::drivers(&a.state.join("local"), a.allow_null_backend)?;
+    let drivers =
+        volcore_daemons::drivers(&a.state.join("local"), Some(&a.ceph), a.allow_null_backend)?;
     let host = volcore_daemons::default_host();
     let mcfg = MasterConfig {
         listen: a.listen,
@@ -81,6 +84,7 @@ async fn main() -> Result<()> {
         default_policy: Some(p1),
         on_lease_loss: LeaseLossAction::Unmount,
         cgroup_v2: None,
+        mount_path: None,
     };
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let (mut s1, mut s2) = (stop_tx.subscribe(), stop_tx.subscribe());

@@ -128,6 +128,7 @@ pub fn cluster(ttl: u32) -> Cluster {
             "127.0.0.1:0",
         ])
         .args(["--local-state", &state.join("local").display().to_string()])
+        .envs(ceph_env(&state, "master"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -182,6 +183,17 @@ impl Drop for PluginProc {
 }
 
 pub fn plugin(c: &Cluster, name: &str, host: &str, socket_dir: &Path) -> PluginProc {
+    plugin_env(c, name, host, socket_dir, &[])
+}
+
+/// A plugin with extra environment (`VOLPLUGIN_MOUNT_PATH` for a second "host").
+pub fn plugin_env(
+    c: &Cluster,
+    name: &str,
+    host: &str,
+    socket_dir: &Path,
+    extra: &[(&str, String)],
+) -> PluginProc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_volplugin"))
         .args([
             "--kv",
@@ -201,7 +213,9 @@ pub fn plugin(c: &Cluster, name: &str, host: &str, socket_dir: &Path) -> PluginP
             "--local-state",
             &c.state.join("local").display().to_string(),
         ])
+        .envs(ceph_env(&c.state, host))
         .env("RUST_LOG", "warn")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -232,6 +246,24 @@ pub fn socket_call(sock: &Path, endpoint: &str, body: Value) -> Value {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+}
+
+/// The Ceph driver's settings for a daemon (`VOLCORE_CEPH_*`), when the tests have a
+/// cluster (`VOLCORE_TEST_CEPH`, its ceph.conf): rbd-fuse attachment (no rbd kernel module
+/// here) and a state directory per daemon, as separate hosts would have.
+pub fn ceph_env(state: &Path, who: &str) -> Vec<(String, String)> {
+    match std::env::var("VOLCORE_TEST_CEPH") {
+        Ok(conf) => vec![
+            ("VOLCORE_CEPH_CONF".into(), conf),
+            ("VOLCORE_CEPH_ATTACH".into(), "fuse".into()),
+            ("VOLCORE_CEPH_POOLS".into(), "rbd,test".into()),
+            (
+                "VOLCORE_CEPH_STATE".into(),
+                state.join(format!("ceph-{who}")).display().to_string(),
+            ),
+        ],
+        Err(_) => Vec::new(),
+    }
 }
 
 pub const DOCKER_PLUGINS: &str = "/run/docker/plugins";
