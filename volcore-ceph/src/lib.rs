@@ -371,28 +371,17 @@ impl RbdDriver {
         rbd::parse("lock ls", &what, &cmd, &out)
     }
 
-    async fn watchers(&self, img: &ImageSpec, t: Duration) -> Result<Vec<String>, DriverError> {
-        let what = img.to_string();
-        let cmd = self.rbd_cmd(&["status", "--format", "json", &img.spec()], t);
-        let out = self.read("status", &what, cmd.clone()).await?;
-        let st: Status = rbd::parse("status", &what, &cmd, &out)?;
-        Ok(st
-            .watchers
-            .into_iter()
-            .map(|w| format!("client.{} at {}", w.client, w.address))
-            .collect())
-    }
-
-    async fn watcher_addresses(
+    /// The clients that have the image open (one `rbd status`).
+    async fn watchers(
         &self,
         img: &ImageSpec,
         t: Duration,
-    ) -> Result<Vec<String>, DriverError> {
+    ) -> Result<Vec<rbd::Watcher>, DriverError> {
         let what = img.to_string();
         let cmd = self.rbd_cmd(&["status", "--format", "json", &img.spec()], t);
         let out = self.read("status", &what, cmd.clone()).await?;
         let st: Status = rbd::parse("status", &what, &cmd, &out)?;
-        Ok(st.watchers.into_iter().map(|w| w.address).collect())
+        Ok(st.watchers)
     }
 
     // ---- attach strategies ----
@@ -861,7 +850,13 @@ impl VolumeDriver for RbdDriver {
             }
             match rbd::errno(&out) {
                 Errno::Busy => {
-                    let w = self.watchers(img, t).await.unwrap_or_default();
+                    let w: Vec<String> = self
+                        .watchers(img, t)
+                        .await
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|w| format!("client.{} at {}", w.client, w.address))
+                        .collect();
                     return Err(DriverError::Busy {
                         what: format!("volume {} ({})", spec.volume, img.spec()),
                         detail: if w.is_empty() {
@@ -1095,7 +1090,12 @@ impl MountDriver for RbdDriver {
         if !locks.is_empty() {
             // Whoever still has the image open belongs to the stale holder: the new host
             // has not attached it yet.
-            let clients = self.watcher_addresses(img, t).await?;
+            let clients: Vec<String> = self
+                .watchers(img, t)
+                .await?
+                .into_iter()
+                .map(|w| w.address)
+                .collect();
             for l in &locks {
                 self.run(
                     "break lock",
