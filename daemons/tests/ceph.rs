@@ -488,7 +488,8 @@ fn parallel_creates_on_ceph() {
 /// Item 4 and scenario 22 end to end: host-a mounts a locked Ceph volume (RBD lock
 /// `volcore:host-a`) and dies with its attachment still live; host-b's mount is refused
 /// while the lease lives, then succeeds after it expires, breaking host-a's RBD lock and
-/// blocklisting host-a's client, whose writes then fail. host-b's unmount drops its lock.
+/// blocklisting host-a's client, whose writes then fail. host-a's restarted plugin fences
+/// itself (unmounts and detaches); host-b's unmount drops its lock.
 #[test]
 fn takeover_fences_the_dead_host() {
     let c = ceph_cluster(3);
@@ -563,9 +564,37 @@ fn takeover_fences_the_dead_host() {
         f.sync_all()
     })();
     assert!(res.is_err(), "the fenced host could still write");
-    // What the dead host left (a spinning, fenced rbd-fuse) goes now: on one machine it
-    // would stall every tool that looks at all loop devices.
-    cleanup_fenced(&at_a);
+    // host-a's plugin comes back: it finds its attachment, sees host-b holds the volume
+    // and fences itself (--on-lease-loss unmount): filesystem, loop device and its
+    // blocklisted rbd-fuse (which no longer answers, so it is killed) all go.
+    drop(a);
+    let a2 = plugin_env(&c, "fa", "host-a", &a_dir, &mnt_a);
+    let gone = Instant::now() + Duration::from_secs(30);
+    let mounted = |p: &str| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(p))
+    };
+    while mounted(&at_a) {
+        assert!(
+            Instant::now() < gone,
+            "the restarted host-a kept its fenced mount"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let fuse_dir = c
+        .state
+        .join("ceph-host-a/fuse/rbd")
+        .join(format!("cpol.f{u}"));
+    while mounted(fuse_dir.to_str().unwrap()) {
+        assert!(
+            Instant::now() < gone,
+            "the restarted host-a kept its rbd-fuse"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(a2);
     let r = socket_call(
         &b.sock,
         "VolumeDriver.Unmount",
@@ -574,10 +603,6 @@ fn takeover_fences_the_dead_host() {
     assert_eq!(r["Err"], "", "{r}");
     let (_, locks, _) = rbd(&["lock", "ls", "--format", "json", &img]);
     assert_eq!(locks.trim(), "[]");
-    // host-a restarts: it drops the dead mount (the operator's cleanup of a fenced host).
-    drop(a);
-    let a2 = plugin_env(&c, "fa", "host-a", &a_dir, &mnt_a);
-    drop(a2);
     drop(b);
     let (code, _, err) = volcli(&c, &["volume", "remove", &vol], None);
     assert_eq!(code, 0, "{err}");
