@@ -83,6 +83,23 @@ fn run(driver: &str, v: &str, script: &str) -> String {
     ])
 }
 
+/// Starts a container on `v` in the background; its id.
+fn run_bg(driver: &str, v: &str, cmd: &[&str]) -> String {
+    let mut args = vec![
+        "run",
+        "-d",
+        "--volume-driver",
+        driver,
+        "--network",
+        "none",
+        "-v",
+        v,
+        "busybox:local",
+    ];
+    args.extend_from_slice(cmd);
+    docker_ok(&args).trim().to_owned()
+}
+
 /// Item 5's end-to-end test, plus scenarios 16 and 24: data written in one container is
 /// read back in another after an unmount, and `rbd export` shows the bytes are in RADOS.
 #[test]
@@ -109,19 +126,7 @@ fn docker_data_lives_in_rados() {
     assert_eq!(inspect[0]["Status"]["backend"], "ceph");
     let v = format!("{vol}:/data");
     // Scenario 24: the mount lives under the global MountPath, at <policy>/<volume>.
-    let long = docker_ok(&[
-        "run",
-        "-d",
-        "--volume-driver",
-        &p.name,
-        "--network",
-        "none",
-        "-v",
-        &v,
-        "busybox:local",
-        "sleep",
-        "30",
-    ]);
+    let long = run_bg(&p.name, &v, &["sleep", "30"]);
     let mp = c
         .state
         .join("mnt")
@@ -180,7 +185,7 @@ fn volcli_scenarios_on_ceph() {
         &["volume", "create", &bad, "--opt", "filesystem=falsefs"],
         None,
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("mkfs"), "{err}");
     assert!(!images("rbd").contains(&format!("cfs.bad{u}")));
     let (code, _, err) = volcli(&c, &["volume", "remove", &bad], None);
@@ -289,19 +294,7 @@ fn snapshot_copies_on_ceph() {
     let got = run(&p.name, &format!("cpol/cp1{u}:/data"), "cat /data/f");
     assert_eq!(got.trim(), "snapped");
     // Copy again while the source is mounted.
-    let long = docker_ok(&[
-        "run",
-        "-d",
-        "--volume-driver",
-        &p.name,
-        "--network",
-        "none",
-        "-v",
-        &format!("{src}:/data"),
-        "busybox:local",
-        "sleep",
-        "30",
-    ]);
+    let long = run_bg(&p.name, &format!("{src}:/data"), &["sleep", "30"]);
     ok(
         &c,
         &[
@@ -315,7 +308,7 @@ fn snapshot_copies_on_ceph() {
     );
     docker_ok(&["rm", "-f", long.trim()]);
     // 39: onto itself, a missing snapshot, a missing volume.
-    let (code, _, _) = volcli(
+    let (code, _, err) = volcli(
         &c,
         &[
             "volume",
@@ -327,8 +320,9 @@ fn snapshot_copies_on_ceph() {
         ],
         None,
     );
-    assert_ne!(code, 0);
-    let (code, _, _) = volcli(
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("onto itself"), "{err}");
+    let (code, _, err) = volcli(
         &c,
         &[
             "volume",
@@ -340,9 +334,14 @@ fn snapshot_copies_on_ceph() {
         ],
         None,
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(
+        volcli(&c, &["volume", "get", &format!("cpol/cp3{u}")], None).0,
+        3,
+        "a failed copy left a record"
+    );
     assert!(!images("rbd").contains(&format!("cpol.cp3{u}")));
-    let (code, _, _) = volcli(
+    let (code, _, err) = volcli(
         &c,
         &[
             "volume",
@@ -354,7 +353,7 @@ fn snapshot_copies_on_ceph() {
         ],
         None,
     );
-    assert_ne!(code, 0);
+    assert_eq!(code, 3, "{err}");
     // Clones first, then the source.
     for v in [format!("cpol/cp1{u}"), format!("cpol/cp2{u}"), src.clone()] {
         ok(&c, &["volume", "remove", &v]);
@@ -404,20 +403,11 @@ fn filesystems_and_rate_limits_on_ceph() {
         "xfs"
     );
     // While mounted, the device's blkio limits are set.
-    let long = docker_ok(&[
-        "run",
-        "-d",
-        "--volume-driver",
+    let long = run_bg(
         &p.name,
-        "--network",
-        "none",
-        "-v",
         &format!("{e}:/data"),
-        "busybox:local",
-        "sh",
-        "-c",
-        "stat -f -c %T /data; sleep 30",
-    ]);
+        &["sh", "-c", "stat -f -c %T /data; sleep 30"],
+    );
     let id = long.trim();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -651,19 +641,7 @@ fn plugin_crash_restart_on_ceph() {
     let mut p = plugin(&c, &name, "mon0", Path::new(DOCKER_PLUGINS));
     let vol = format!("cpol/cr{}", uniq());
     ok(&c, &["volume", "create", &vol]);
-    let ctr = docker_ok(&[
-        "run",
-        "-d",
-        "--volume-driver",
-        &p.name,
-        "--network",
-        "none",
-        "-v",
-        &format!("{vol}:/data"),
-        "busybox:local",
-        "sleep",
-        "120",
-    ]);
+    let ctr = run_bg(&p.name, &format!("{vol}:/data"), &["sleep", "120"]);
     let ctr = ctr.trim().to_owned();
     let _ = p.child.kill();
     let _ = p.child.wait();

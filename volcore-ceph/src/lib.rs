@@ -18,7 +18,6 @@
 
 mod rbd;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +29,8 @@ use volcore::driver::{
     DriverError, Fenced, Mount, MountDriver, SnapshotDriver, VolumeDriver, VolumeSpec,
 };
 use volcore::exec::{Cmd, Exec, Output};
-use volcore::mountinfo;
 use volcore::policy::BackendKind;
+use volcore::{loopdev, mountinfo};
 use volcore::{HostName, PolicyName, Size, SnapshotName, VolumeName, VolumeRef};
 
 use rbd::{Errno, Mapped, Snap, Status};
@@ -54,6 +53,13 @@ const KNOWN_PARAMS: &[&str] = &["pool", "features", "data-pool", "flatten"];
 
 /// How long an rbd-fuse unmount may take before its rbd-fuse is killed.
 const FUSE_UMOUNT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What [`RbdDriver::attached`] found.
+#[derive(Default)]
+struct Attached {
+    mounts: Vec<(mountinfo::MountInfo, ImageSpec)>,
+    mapped: Vec<Mapped>,
+}
 
 /// The RBD lock id a host takes on the images it mounts.
 pub fn lock_id(host: &HostName) -> String {
@@ -345,23 +351,15 @@ impl RbdDriver {
         }
     }
 
-    /// Runs a read-only command, trying again if it times out.
+    /// Runs a read-only command, trying again once if it times out.
     async fn read(&self, op: &'static str, what: &str, cmd: Cmd) -> Result<String, DriverError> {
-        let mut last = None;
-        for attempt in 0..rbd::READ_TRIES {
-            match self.run(op, what, cmd.clone()).await {
-                Err(e @ DriverError::Timeout { .. }) => {
-                    warn!(cmd = %cmd, attempt, "timed out; trying again");
-                    last = Some(e);
-                }
-                other => return other,
+        match self.run(op, what, cmd.clone()).await {
+            Err(DriverError::Timeout { .. }) => {
+                warn!(cmd = %cmd, "timed out; trying once more");
+                self.run(op, what, cmd).await
             }
+            other => other,
         }
-        Err(last.unwrap_or_else(|| DriverError::Failed {
-            op,
-            what: what.to_owned(),
-            detail: "no attempt made".into(),
-        }))
     }
 
     async fn lockers(&self, img: &ImageSpec, t: Duration) -> Result<Vec<Locker>, DriverError> {
@@ -466,7 +464,7 @@ impl RbdDriver {
                     attached = true;
                 }
                 let file = dir.join(&img.image);
-                if let Some(dev) = loops_of(&file).into_iter().next() {
+                if let Some(dev) = loopdev::of_file(&file).into_iter().next() {
                     return Ok((dev, attached));
                 }
                 let res = self
@@ -498,13 +496,23 @@ impl RbdDriver {
         }
     }
 
-    /// Detaches every attachment of the image on this host; none is `Ok`.
-    async fn detach(&self, img: &ImageSpec, t: Duration) -> Result<(), DriverError> {
+    /// Detaches every attachment of the image on this host; none is `Ok`. `known` is a
+    /// fresh `rbd device list`, when the caller has one.
+    async fn detach(
+        &self,
+        img: &ImageSpec,
+        t: Duration,
+        known: Option<Vec<Mapped>>,
+    ) -> Result<(), DriverError> {
         let what = img.to_string();
         match self.cfg.attach {
             Attach::Krbd | Attach::Nbd => {
                 let nbd = self.cfg.attach == Attach::Nbd;
-                for m in self.mapped(nbd, &what, t).await? {
+                let mapped = match known {
+                    Some(m) => m,
+                    None => self.mapped(nbd, &what, t).await?,
+                };
+                for m in mapped {
                     if m.pool != img.pool || m.name != img.image {
                         continue;
                     }
@@ -538,7 +546,7 @@ impl RbdDriver {
                 if !Self::fuse_mounted(&dir)? {
                     return Ok(());
                 }
-                for dev in loops_of(&file) {
+                for dev in loopdev::of_file(&file) {
                     self.run(
                         "detach",
                         &what,
@@ -549,7 +557,8 @@ impl RbdDriver {
                 // The kernel detaches a loop device only when its last opener (udev's
                 // probe after mkfs, say) lets go; until then the file keeps rbd-fuse busy.
                 let deadline = tokio::time::Instant::now() + FUSE_UMOUNT_PATIENCE;
-                while !loops_of(&file).is_empty() && tokio::time::Instant::now() < deadline {
+                while !loopdev::of_file(&file).is_empty() && tokio::time::Instant::now() < deadline
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 self.fuse_umount(img, t).await
@@ -624,29 +633,34 @@ impl RbdDriver {
         Ok(())
     }
 
-    /// Which image a mounted block device belongs to, for [`MountDriver::mounted`].
-    async fn images_by_device(&self) -> Result<BTreeMap<PathBuf, ImageSpec>, DriverError> {
-        let mut out = BTreeMap::new();
+    /// This host's mounts of attached images, with the attachments (krbd/nbd mappings; the
+    /// fuse strategy reads loop devices from sysfs): one mountinfo read and at most one
+    /// `rbd device list`.
+    async fn attached(&self) -> Result<Attached, DriverError> {
+        let mounts = read_mounts()?;
+        let mut out = Attached::default();
         match self.cfg.attach {
             Attach::Krbd | Attach::Nbd => {
                 let nbd = self.cfg.attach == Attach::Nbd;
-                let t = rbd::DEFAULT_TIMEOUT;
-                for m in self.mapped(nbd, "this host", t).await? {
-                    if m.is_head() {
-                        out.insert(
-                            PathBuf::from(&m.device),
-                            ImageSpec {
-                                pool: m.pool,
-                                image: m.name,
-                            },
-                        );
+                out.mapped = self.mapped(nbd, "this host", rbd::DEFAULT_TIMEOUT).await?;
+                for m in mounts {
+                    let img = out
+                        .mapped
+                        .iter()
+                        .find(|x| x.is_head() && x.device == m.source);
+                    if let Some(x) = img {
+                        let img = ImageSpec {
+                            pool: x.pool.clone(),
+                            image: x.name.clone(),
+                        };
+                        out.mounts.push((m, img));
                     }
                 }
             }
             Attach::Fuse => {
                 let root = self.cfg.state_dir.join("fuse");
-                let loops = loop_devices();
-                for m in read_mounts()? {
+                let loops = loopdev::devices();
+                for m in mounts {
                     let Some((_, back)) = loops
                         .iter()
                         .find(|(d, _)| d.as_os_str() == m.source.as_str())
@@ -659,13 +673,11 @@ impl RbdDriver {
                     let parts: Vec<&str> = rest.iter().filter_map(|c| c.to_str()).collect();
                     if let [pool, image, file] = parts[..] {
                         if image == file {
-                            out.insert(
-                                PathBuf::from(&m.source),
-                                ImageSpec {
-                                    pool: pool.to_owned(),
-                                    image: image.to_owned(),
-                                },
-                            );
+                            let img = ImageSpec {
+                                pool: pool.to_owned(),
+                                image: image.to_owned(),
+                            };
+                            out.mounts.push((m, img));
                         }
                     }
                 }
@@ -689,7 +701,7 @@ impl RbdDriver {
         let res = self
             .run("mkfs", &format!("volume {v}"), Cmd::shell(line, t))
             .await;
-        let det = self.detach(img, t).await;
+        let det = self.detach(img, t, None).await;
         res?;
         det
     }
@@ -701,37 +713,6 @@ fn read_mounts() -> Result<Vec<mountinfo::MountInfo>, DriverError> {
         what: "this host".into(),
         detail: e.to_string(),
     })
-}
-
-/// Loop devices and their backing files, from sysfs. Not `losetup -j`: it stats every
-/// loop device's backing file, and one file on a fenced (hung) rbd-fuse mount blocks it
-/// for ever.
-fn loop_devices() -> Vec<(PathBuf, PathBuf)> {
-    let Ok(rd) = std::fs::read_dir("/sys/block") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_str()?.to_owned();
-            if !name.starts_with("loop") {
-                return None;
-            }
-            let back = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
-            Some((
-                PathBuf::from(format!("/dev/{name}")),
-                PathBuf::from(back.trim()),
-            ))
-        })
-        .collect()
-}
-
-/// Loop devices backed by `file`.
-fn loops_of(file: &Path) -> Vec<PathBuf> {
-    loop_devices()
-        .into_iter()
-        .filter(|(_, b)| b == file)
-        .map(|(d, _)| d)
-        .collect()
 }
 
 /// Whether a process is still running (a zombie is not).
@@ -964,8 +945,13 @@ impl MountDriver for RbdDriver {
         let t = timeout_of(spec);
         let _g = self.serial.lock().await;
         if let Some(m) = read_mounts()?.into_iter().find(|m| m.mount_point == at) {
-            let devs = self.images_by_device().await?;
-            if devs.get(Path::new(&m.source)) == Some(&p.image) {
+            let ours = self
+                .attached()
+                .await?
+                .mounts
+                .into_iter()
+                .any(|(x, img)| x.mount_point == at && img == p.image);
+            if ours {
                 return Ok(Mount {
                     volume: v.clone(),
                     path: m.mount_point,
@@ -997,7 +983,7 @@ impl MountDriver for RbdDriver {
             .await;
         if let Err(e) = res {
             if attached {
-                let _ = self.detach(&p.image, t).await;
+                let _ = self.detach(&p.image, t, None).await;
             }
             return Err(e);
         }
@@ -1014,6 +1000,7 @@ impl MountDriver for RbdDriver {
         let v = &spec.volume;
         let t = timeout_of(spec);
         let _g = self.serial.lock().await;
+        let att = self.attached().await?;
         if read_mounts()?.iter().any(|m| m.mount_point == at) {
             self.run(
                 "unmount",
@@ -1022,13 +1009,14 @@ impl MountDriver for RbdDriver {
             )
             .await?;
         }
-        // Detach unless the device is still mounted somewhere else on this host.
-        let devs = self.images_by_device().await?;
-        let still = read_mounts()?
+        // Detach unless the image is still mounted somewhere else on this host.
+        let still = att
+            .mounts
             .iter()
-            .any(|m| devs.get(Path::new(&m.source)) == Some(&p.image));
+            .any(|(m, img)| *img == p.image && m.mount_point != at);
         if !still {
-            self.detach(&p.image, t).await?;
+            let known = (self.cfg.attach != Attach::Fuse).then_some(att.mapped);
+            self.detach(&p.image, t, known).await?;
         }
         if let Err(e) = std::fs::remove_dir(at) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -1039,14 +1027,12 @@ impl MountDriver for RbdDriver {
     }
 
     async fn mounted(&self) -> Result<Vec<Mount>, DriverError> {
-        let devs = self.images_by_device().await?;
-        if devs.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(read_mounts()?
+        Ok(self
+            .attached()
+            .await?
+            .mounts
             .into_iter()
-            .filter_map(|m| {
-                let img = devs.get(Path::new(&m.source))?;
+            .filter_map(|(m, img)| {
                 Some(Mount {
                     volume: volume_of_image(&img.image)?,
                     path: m.mount_point,
@@ -1070,7 +1056,7 @@ impl MountDriver for RbdDriver {
         if p.exclusive_lock() {
             // The image's own lock is held by whichever client writes; when that client is
             // this host's attachment (a restarted plugin), there is nobody to fence.
-            if self.images_by_device().await?.values().any(|i| i == img) {
+            if self.attached().await?.mounts.iter().any(|(_, i)| i == img) {
                 return Ok(Vec::new());
             }
         } else {

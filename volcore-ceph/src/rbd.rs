@@ -41,6 +41,9 @@ pub(crate) enum Errno {
     Busy,
     NotEmpty,
     Invalid,
+    /// EROFS: another client holds the image's exclusive lock (or an advisory lock on an
+    /// exclusive-lock image), so it cannot be changed.
+    Locked,
     Blocklisted,
     Other,
 }
@@ -62,6 +65,7 @@ pub(crate) fn errno(out: &Output) -> Errno {
         16 => Errno::Busy,
         39 => Errno::NotEmpty,
         22 => Errno::Invalid,
+        30 => Errno::Locked,
         108 => Errno::Blocklisted,
         _ => Errno::Other,
     }
@@ -129,6 +133,10 @@ pub(crate) fn failure(op: &'static str, what: &str, cmd: &Cmd, out: &Output) -> 
             detail: msg,
         },
         Errno::Invalid => DriverError::Invalid(format!("{op} of {what}: {msg}")),
+        Errno::Locked => DriverError::Busy {
+            what: what.to_owned(),
+            detail: format!("it is locked by another client ({msg}); see `rbd lock ls`"),
+        },
         Errno::Blocklisted => DriverError::Failed {
             op,
             what: what.to_owned(),
@@ -143,9 +151,6 @@ pub(crate) fn failure(op: &'static str, what: &str, cmd: &Cmd, out: &Output) -> 
         },
     }
 }
-
-/// How many times a read-only (idempotent) command is tried when it times out.
-pub(crate) const READ_TRIES: usize = 2;
 
 /// `rbd lock ls --format json`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -289,6 +294,12 @@ mod tests {
             failure("resize", "image rbd/a", &cmd, &shrink),
             DriverError::Invalid(m) if m.contains("--allow-shrink")
         ));
+        let locked = out(30, "rbd: resize error: (30) Read-only file system\n");
+        let e = failure("resize", "image rbd/h1", &cmd, &locked);
+        assert!(
+            matches!(&e, DriverError::Busy { detail, .. } if detail.contains("locked by another client")),
+            "{e}"
+        );
         let progress = out(
             2,
             "Removing snap: 0% complete...failed.\nrbd: failed to remove snapshot: (2) No such file or directory\n",

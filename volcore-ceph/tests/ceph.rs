@@ -133,6 +133,12 @@ async fn a_hung_rbd_is_killed_at_its_timeout() {
         matches!(&e, DriverError::Busy { detail, .. } if detail.contains("locked by manual")),
         "{e}"
     );
+    // Changing it is refused as locked by another client (rbd says EROFS).
+    let e = d.resize(&s, Size::from_bytes(128 << 20)).await.unwrap_err();
+    assert!(
+        matches!(&e, DriverError::Busy { detail, .. } if detail.contains("locked by another client")),
+        "{e}"
+    );
     // …and a hanging rbd call is killed at its timeout: run the raw `rbd rm` through the
     // same exec path the driver uses.
     let start = Instant::now();

@@ -20,8 +20,8 @@ use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 use volcore::driver::{DriverError, Mount, MountDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
 use volcore::exec::{Cmd, Exec};
-use volcore::mountinfo;
 use volcore::policy::BackendKind;
+use volcore::{loopdev, mountinfo};
 use volcore::{PolicyName, SnapshotName, VolumeName, VolumeRef};
 
 /// The local driver.
@@ -108,38 +108,13 @@ impl LocalDriver {
         }
     }
 
-    /// Loop devices backing `file`.
-    async fn loops_of(
-        &self,
-        v: &VolumeRef,
-        file: &Path,
-        timeout: Duration,
-    ) -> Result<Vec<PathBuf>, DriverError> {
-        let out = self
-            .run(
-                "losetup",
-                v,
-                Cmd::new(
-                    "losetup",
-                    ["-j".to_owned(), file.display().to_string()],
-                    timeout,
-                ),
-            )
-            .await?;
-        Ok(out
-            .lines()
-            .filter_map(|l| l.split_once(':').map(|(dev, _)| PathBuf::from(dev.trim())))
-            .filter(|d| d.starts_with("/dev/"))
-            .collect())
-    }
-
     async fn attach(
         &self,
         v: &VolumeRef,
         file: &Path,
         timeout: Duration,
     ) -> Result<(PathBuf, bool), DriverError> {
-        if let Some(dev) = self.loops_of(v, file, timeout).await?.into_iter().next() {
+        if let Some(dev) = loopdev::of_file(file).into_iter().next() {
             return Ok((dev, false));
         }
         let out = self
@@ -168,7 +143,7 @@ impl LocalDriver {
         file: &Path,
         timeout: Duration,
     ) -> Result<(), DriverError> {
-        for dev in self.loops_of(v, file, timeout).await? {
+        for dev in loopdev::of_file(file) {
             self.run(
                 "detach",
                 v,
@@ -193,7 +168,7 @@ impl LocalDriver {
         Ok(mounts
             .into_iter()
             .filter_map(|m| {
-                let backing = backing_file(&m.source)?;
+                let backing = loopdev::backing_file(&m.source)?;
                 (backing == file).then(|| (m.mount_point, PathBuf::from(m.source)))
             })
             .collect())
@@ -244,16 +219,6 @@ impl LocalDriver {
         }
         std::fs::rename(&tmp, to).map_err(|e| io_err("copy", v, &e))
     }
-}
-
-/// The image behind `/dev/loopN`, from sysfs.
-fn backing_file(source: &str) -> Option<PathBuf> {
-    let name = source.strip_prefix("/dev/")?;
-    if !name.starts_with("loop") {
-        return None;
-    }
-    let text = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
-    Some(PathBuf::from(text.trim()))
 }
 
 #[async_trait]
@@ -445,17 +410,17 @@ impl MountDriver for LocalDriver {
         let v = &spec.volume;
         let img = self.image(v);
         let _g = self.serial.lock().await;
-        for (mp, _) in self.mount_points(&img)? {
-            if mp == at {
-                self.run(
-                    "unmount",
-                    v,
-                    Cmd::new("umount", [mp.display().to_string()], spec.timeout),
-                )
-                .await?;
-            }
+        let points = self.mount_points(&img)?;
+        if points.iter().any(|(mp, _)| mp == at) {
+            self.run(
+                "unmount",
+                v,
+                Cmd::new("umount", [at.display().to_string()], spec.timeout),
+            )
+            .await?;
         }
-        if img.exists() && self.mount_points(&img)?.is_empty() {
+        // Detach unless the image is still mounted somewhere else.
+        if img.exists() && points.iter().all(|(mp, _)| mp == at) {
             self.detach_all(v, &img, spec.timeout).await?;
         }
         if let Err(e) = std::fs::remove_dir(at) {
@@ -475,7 +440,7 @@ impl MountDriver for LocalDriver {
         Ok(mounts
             .into_iter()
             .filter_map(|m| {
-                let img = backing_file(&m.source)?;
+                let img = loopdev::backing_file(&m.source)?;
                 let volume = self.volume_of(&img)?;
                 Some(Mount {
                     volume,

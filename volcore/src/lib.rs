@@ -22,6 +22,7 @@ pub mod keys;
 pub mod kv;
 pub mod lease;
 pub mod lock;
+pub mod loopdev;
 pub mod mountinfo;
 pub mod name;
 pub mod policy;
