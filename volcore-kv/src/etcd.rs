@@ -165,6 +165,7 @@ fn compare(key: &str, pre: Precondition) -> Option<Compare> {
     match pre {
         Precondition::Any => None,
         Precondition::Absent => Some(Compare::create_revision(key, CompareOp::Equal, 0)),
+        Precondition::Present => Some(Compare::create_revision(key, CompareOp::Greater, 0)),
         Precondition::Revision(r) => Some(Compare::mod_revision(key, CompareOp::Equal, irev(r))),
         Precondition::CreateRevision(r) => {
             Some(Compare::create_revision(key, CompareOp::Equal, irev(r)))
@@ -199,7 +200,15 @@ impl EtcdKv {
     async fn run_txn(&self, ops: Vec<TxnOp>) -> Result<TxnOutcome, KvError> {
         let mut compares = Vec::new();
         let mut compared = Vec::new();
-        let mut then = Vec::new();
+        // Reads go first in the success branch so they see the state the compares saw.
+        let mut then: Vec<EOp> = ops
+            .iter()
+            .filter_map(|op| match op {
+                TxnOp::Read { key, .. } => Some(EOp::get(key.as_str(), None)),
+                _ => None,
+            })
+            .collect();
+        let nreads = then.len();
         for op in &ops {
             if let Some(c) = compare(op.key(), op.precondition()) {
                 compares.push(c);
@@ -216,7 +225,7 @@ impl EtcdKv {
                     then.push(EOp::put(key.as_str(), value.clone(), Some(o)));
                 }
                 TxnOp::Delete { key, .. } => then.push(EOp::delete(key.as_str(), None)),
-                TxnOp::Check { .. } => {}
+                TxnOp::Check { .. } | TxnOp::Read { .. } => {}
             }
         }
         let or_else: Vec<EOp> = compared
@@ -240,7 +249,20 @@ impl EtcdKv {
         })?;
         let revision = resp.header().map_or(0, |h| rev(h.revision()));
         if resp.succeeded() {
-            return Ok(TxnOutcome { revision });
+            let mut reads = Vec::with_capacity(nreads);
+            for r in resp.op_responses().into_iter().take(nreads) {
+                match r {
+                    TxnOpResponse::Get(g) => reads.push(g.kvs().first().map(entry).transpose()?),
+                    _ => {
+                        return Err(KvError::Backend {
+                            backend: BACKEND,
+                            source: "txn: etcd answered a read with another kind of response"
+                                .into(),
+                        })
+                    }
+                }
+            }
+            return Ok(TxnOutcome { revision, reads });
         }
         for ((key, pre), r) in compared.iter().zip(resp.op_responses()) {
             if let TxnOpResponse::Get(g) = r {
@@ -359,7 +381,9 @@ impl KvStore for EtcdKv {
     async fn txn(&self, ops: Vec<TxnOp>) -> Result<TxnOutcome, KvError> {
         let mut seen = std::collections::BTreeSet::new();
         for op in &ops {
-            if !matches!(op, TxnOp::Check { .. }) && !seen.insert(op.key().to_owned()) {
+            if !matches!(op, TxnOp::Check { .. } | TxnOp::Read { .. })
+                && !seen.insert(op.key().to_owned())
+            {
                 return Err(KvError::Invalid {
                     reason: format!("key {} is written twice in one transaction", op.key()),
                 });

@@ -447,6 +447,11 @@ impl Volumes {
             LockError::CheckFailed { key } if key == self.keys.volume(v) => {
                 EngineError::VolumeExists { volume: v.clone() }
             }
+            LockError::CheckFailed { key } if key == self.keys.policy(&v.policy) => {
+                EngineError::PolicyNotFound {
+                    policy: v.policy.clone(),
+                }
+            }
             other => other.into(),
         }
     }
@@ -458,48 +463,46 @@ impl Volumes {
         }
     }
 
-    /// Creates a volume from its policy and `options`: reserves the name and takes the
-    /// locks in one transaction, creates and formats the storage, then publishes the
-    /// record and runtime and releases the locks in one transaction.
+    /// Creates a volume from its policy and `options`: reserves the name, takes the locks
+    /// and reads the policy in one transaction, creates and formats the storage, then
+    /// publishes the record and runtime and releases the locks in one transaction — two
+    /// round trips to the store in all.
     #[instrument(skip(self, options), fields(volume = %vref))]
     pub async fn create(
         &self,
         vref: &VolumeRef,
         options: &BTreeMap<String, String>,
     ) -> Result<VolumeInfo, EngineError> {
-        let policy_entry = self
-            .kv
-            .get(&self.keys.policy(&vref.policy))
-            .await?
-            .ok_or_else(|| EngineError::PolicyNotFound {
-                policy: vref.policy.clone(),
-            })?;
-        let policy = Policy::from_stored_json(&policy_entry.value)?;
-        let mut volume = Volume::from_policy(&policy, vref.volume.clone(), options, now_millis())?;
-        volume.policy_revision = Some(policy_entry.mod_rev);
-        let crud = volume
-            .backends
-            .crud
-            .map(|b| self.driver(b))
-            .transpose()?
-            .cloned();
-        self.driver(volume.backends.mount)?;
         let lease = self.lease()?;
         let vkey = self.keys.volume(vref);
-        let reserve = [TxnOp::Check {
-            key: vkey.clone(),
-            pre: Precondition::Absent,
-        }];
-        let held = self
+        let checks = [
+            TxnOp::Check {
+                key: vkey.clone(),
+                pre: Precondition::Absent,
+            },
+            TxnOp::Read {
+                key: self.keys.policy(&vref.policy),
+                pre: Precondition::Present,
+            },
+        ];
+        let (held, reads) = self
             .op()
-            .acquire_checked(
+            .acquire_reading(
                 &self.both(vref, LockReason::Create),
                 &lease,
                 self.timeout(),
-                &reserve,
+                &checks,
             )
             .await
             .map_err(|e| self.map_lock(vref, e))?;
+        // The policy was read under the locks; a bad option or policy now releases them.
+        let (volume, crud) = match self.prepare_create(vref, options, reads) {
+            Ok(v) => v,
+            Err(e) => {
+                self.release_quietly(&held).await;
+                return Err(e);
+            }
+        };
         let spec = VolumeSpec::of(&volume, self.timeout());
         if let Some(d) = &crud {
             if let Err(e) = self.with_timeout("create", vref, d.create(&spec)).await {
@@ -556,6 +559,34 @@ impl Volumes {
             volume,
             runtime_options,
         })
+    }
+
+    /// The record a create will publish, from the policy entry its lock txn read.
+    fn prepare_create(
+        &self,
+        vref: &VolumeRef,
+        options: &BTreeMap<String, String>,
+        reads: Vec<Option<Entry>>,
+    ) -> Result<(Volume, Option<Arc<dyn VolumeDriver>>), EngineError> {
+        let policy_entry =
+            reads
+                .into_iter()
+                .next()
+                .flatten()
+                .ok_or_else(|| EngineError::PolicyNotFound {
+                    policy: vref.policy.clone(),
+                })?;
+        let policy = Policy::from_stored_json(&policy_entry.value)?;
+        let mut volume = Volume::from_policy(&policy, vref.volume.clone(), options, now_millis())?;
+        volume.policy_revision = Some(policy_entry.mod_rev);
+        let crud = volume
+            .backends
+            .crud
+            .map(|b| self.driver(b))
+            .transpose()?
+            .cloned();
+        self.driver(volume.backends.mount)?;
+        Ok((volume, crud))
     }
 
     async fn destroy_quietly(&self, d: &dyn VolumeDriver, spec: &VolumeSpec) {
@@ -620,35 +651,38 @@ impl Volumes {
         }
         let lease = self.lease()?;
         let wait = timeout.unwrap_or_else(|| self.timeout());
-        // Take the locks only if the record is still the one read: then it need not be
-        // read again (one read and two writes in all).
-        loop {
-            let (volume, entry) = self.record(vref).await?;
-            let unchanged = [TxnOp::Check {
-                key: entry.key.clone(),
-                pre: Precondition::Revision(entry.mod_rev),
-            }];
-            let held = match self
-                .op()
-                .acquire_checked(
-                    &self.both(vref, LockReason::Remove),
-                    &lease,
-                    wait,
-                    &unchanged,
-                )
-                .await
-            {
-                Ok(h) => h,
-                // Removed or changed while we waited: look again.
-                Err(LockError::CheckFailed { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let result = self.remove_locked(vref, &volume, &entry, &held).await;
-            if result.is_err() {
-                self.release_quietly(&held).await;
+        // The record is read in the transaction that takes the locks: one round trip to
+        // lock and read, one to delete. Gone (now or while we waited): not found.
+        let checks = [TxnOp::Read {
+            key: self.keys.volume(vref),
+            pre: Precondition::Present,
+        }];
+        let (held, reads) = match self
+            .op()
+            .acquire_reading(&self.both(vref, LockReason::Remove), &lease, wait, &checks)
+            .await
+        {
+            Ok(r) => r,
+            Err(LockError::CheckFailed { .. }) => {
+                return Err(EngineError::VolumeNotFound {
+                    volume: vref.clone(),
+                })
             }
-            return result;
+            Err(e) => return Err(e.into()),
+        };
+        let result = match reads.into_iter().next().flatten() {
+            Some(entry) => match decode::<Volume>(&entry) {
+                Ok(volume) => self.remove_locked(vref, &volume, &entry, &held).await,
+                Err(e) => Err(e),
+            },
+            None => Err(EngineError::VolumeNotFound {
+                volume: vref.clone(),
+            }),
+        };
+        if result.is_err() {
+            self.release_quietly(&held).await;
         }
+        result
     }
 
     async fn remove_locked(

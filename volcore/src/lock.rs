@@ -241,6 +241,20 @@ impl Locker {
         wait: Duration,
         checks: &[TxnOp],
     ) -> Result<Vec<HeldLock>, LockError> {
+        Ok(self.acquire_reading(reqs, lease, wait, checks).await?.0)
+    }
+
+    /// Like [`acquire_checked`](Self::acquire_checked); `checks` may also hold
+    /// [`TxnOp::Read`]s, whose entries come back (in order) from the same transaction that
+    /// took the locks — so an operation reads what it will work on, under its locks, in
+    /// the round trip that takes them.
+    pub async fn acquire_reading(
+        &self,
+        reqs: &[LockRequest],
+        lease: &LeaseId,
+        wait: Duration,
+        checks: &[TxnOp],
+    ) -> Result<(Vec<HeldLock>, Vec<Option<Entry>>), LockError> {
         let deadline = Instant::now() + wait;
         let now = SystemTime::now();
         let mut items = Vec::with_capacity(reqs.len());
@@ -269,14 +283,15 @@ impl Locker {
         match self.kv.txn(ops).await {
             Ok(out) => {
                 debug!(locks = items.len(), host = %self.host, "locks taken");
-                return Ok(items
+                let held = items
                     .into_iter()
                     .map(|(key, holder)| HeldLock {
                         key,
                         token: out.revision,
                         holder,
                     })
-                    .collect());
+                    .collect();
+                return Ok((held, out.reads));
             }
             Err(KvError::Conflict { key, .. }) if check_failed(&key) => {
                 return Err(LockError::CheckFailed { key })
@@ -290,12 +305,29 @@ impl Locker {
                 futures::future::try_join_all(items.iter().map(|(k, _)| self.kv.get(k))).await?;
             let mut ops = checks.to_vec();
             let mut blocked: Option<(Entry, LockHolder)> = None;
+            // Each lock's fencing token: its create revision when it is ours already
+            // (kept by a re-bind), else the revision of the transaction that creates it.
+            let mut held: Vec<(HeldLock, bool)> = Vec::with_capacity(items.len());
             for ((key, want), cur) in items.iter().zip(&current) {
                 match cur {
-                    None => ops.push(put_op(key, want, Precondition::Absent, lease)?),
+                    None => {
+                        ops.push(put_op(key, want, Precondition::Absent, lease)?);
+                        let lock = HeldLock {
+                            key: key.clone(),
+                            token: 0,
+                            holder: want.clone(),
+                        };
+                        held.push((lock, true));
+                    }
                     Some(e) => {
                         let h = self.decode(e)?;
                         if self.is_ours(&h) {
+                            let lock = HeldLock {
+                                key: key.clone(),
+                                token: e.create_rev,
+                                holder: h.clone(),
+                            };
+                            held.push((lock, false));
                             if e.lease.as_ref() == Some(lease) {
                                 ops.push(TxnOp::Check {
                                     key: key.clone(),
@@ -305,6 +337,9 @@ impl Locker {
                                 // Re-bind our own lock (restart) to the new lease.
                                 let mut rebound = h.clone();
                                 rebound.lease = lease.as_str().to_owned();
+                                if let Some((last, _)) = held.last_mut() {
+                                    last.holder = rebound.clone();
+                                }
                                 ops.push(put_op(
                                     key,
                                     &rebound,
@@ -320,7 +355,19 @@ impl Locker {
             }
             let Some((entry, holder)) = blocked else {
                 match self.kv.txn(ops).await {
-                    Ok(_) => return self.read_back(&items).await,
+                    Ok(out) => {
+                        let held: Vec<HeldLock> = held
+                            .into_iter()
+                            .map(|(mut h, created)| {
+                                if created {
+                                    h.token = out.revision;
+                                }
+                                h
+                            })
+                            .collect();
+                        debug!(locks = held.len(), host = %self.host, "locks taken after waiting");
+                        return Ok((held, out.reads));
+                    }
                     Err(KvError::Conflict { key, .. }) if check_failed(&key) => {
                         return Err(LockError::CheckFailed { key })
                     }
@@ -352,23 +399,6 @@ impl Locker {
         lease: &LeaseId,
     ) -> Result<Vec<HeldLock>, LockError> {
         self.acquire(reqs, lease, Duration::ZERO).await
-    }
-
-    async fn read_back(&self, items: &[(String, LockHolder)]) -> Result<Vec<HeldLock>, LockError> {
-        let mut out = Vec::with_capacity(items.len());
-        for (key, _) in items {
-            let e = self.kv.get(key).await?.ok_or_else(|| LockError::NotHeld {
-                key: key.clone(),
-                now: None,
-            })?;
-            let holder = self.decode(&e)?;
-            out.push(HeldLock {
-                key: key.clone(),
-                token: e.create_rev,
-                holder,
-            });
-        }
-        Ok(out)
     }
 
     /// Waits until `entry`'s key is deleted or changed; false when the deadline passed.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 use volcore::policy::BackendKind;
-use volcore::testing::{FakeDriver, Fault, Step};
+use volcore::testing::{CountingKv, FakeDriver, Fault, KvCalls, Step};
 use volcore::{
     Drivers, EngineError, GlobalConfig, HostName, Keys, KvStore, LeaseKeeper, LockKind, LockReason,
     LockRequest, Locker, MemKv, PolicyName, SnapshotName, VolumeName, VolumeRef, Volumes,
@@ -159,6 +159,8 @@ async fn create_rejects_bad_input() {
         .unwrap_err();
     assert!(matches!(err, EngineError::Invalid(_)), "{err}");
     assert!(e.fake.calls().is_empty());
+    // The policy is read under the locks; a refused option releases them.
+    assert_clean(&e, &vref("policy1/v")).await;
     // The null backend is served only where the daemon allowed it.
     e.engine
         .upload_policy(&pname("nullp"), br#"{"backend":"null"}"#)
@@ -171,6 +173,73 @@ async fn create_rejects_bad_input() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("--allow-null-backend"), "{err}");
+    assert_clean(&e, &vref("nullp/v")).await;
+}
+
+/// Create and remove cost two store round trips each — the lock txn (which also reads
+/// the policy / the record) and the publish / delete txn — which is what bounds their
+/// latency (issue #3's load generator).
+#[tokio::test]
+async fn create_and_remove_take_two_round_trips() {
+    let mem: Arc<dyn KvStore> = Arc::new(MemKv::new());
+    let counting = CountingKv::new(mem);
+    let kv: Arc<dyn KvStore> = Arc::new(counting.clone());
+    let fake = FakeDriver::new(BackendKind::Local);
+    let keeper = LeaseKeeper::start(kv.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (_tx, grx) = watch::channel(GlobalConfig::default());
+    let engine = Volumes::new(
+        kv.clone(),
+        Keys::default(),
+        Drivers::new().with(Arc::new(fake.clone())),
+        HostName::new("master-1").unwrap(),
+        keeper.subscribe(),
+        grx,
+    );
+    engine
+        .upload_policy(&pname("policy1"), POLICY.as_bytes())
+        .await
+        .unwrap();
+    let v = vref("policy1/db");
+    counting.take();
+    engine.create(&v, &no_opts()).await.unwrap();
+    let two_txns = KvCalls {
+        txn: 2,
+        ..KvCalls::default()
+    };
+    assert_eq!(counting.take(), two_txns, "create");
+    engine.remove(&v, false, None).await.unwrap();
+    assert_eq!(counting.take(), two_txns, "remove");
+    // Refusals cost one: a missing policy, an existing volume, a missing volume.
+    let one_txn = KvCalls {
+        txn: 1,
+        ..KvCalls::default()
+    };
+    let err = engine
+        .create(&vref("nopolicy/v"), &no_opts())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::PolicyNotFound { .. }), "{err}");
+    assert_eq!(counting.take(), one_txn, "create without a policy");
+    let err = engine.remove(&v, false, None).await.unwrap_err();
+    assert_eq!(err.to_string(), "volume policy1/db does not exist");
+    assert_eq!(counting.take(), one_txn, "remove of a missing volume");
+    engine.create(&v, &no_opts()).await.unwrap();
+    counting.take();
+    let err = engine.create(&v, &no_opts()).await.unwrap_err();
+    assert!(matches!(err, EngineError::VolumeExists { .. }), "{err}");
+    assert_eq!(counting.take(), one_txn, "create of an existing volume");
+    assert_eq!(
+        fake.calls(),
+        vec![
+            "create policy1/db",
+            "format policy1/db",
+            "destroy policy1/db",
+            "create policy1/db",
+            "format policy1/db"
+        ]
+    );
 }
 
 #[tokio::test]

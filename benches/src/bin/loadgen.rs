@@ -72,46 +72,62 @@ fn report(name: &str, mut samples: Vec<Duration>, wall: Duration) {
     );
 }
 
-async fn floor(kv: &EtcdKv, n: usize) -> Result<()> {
+fn floor_txn(ns: &str, i: usize, step: &str) -> Vec<TxnOp> {
+    ["a", "b"]
+        .into_iter()
+        .map(|k| TxnOp::Put {
+            key: format!("{ns}/{step}/{i}/{k}"),
+            value: vec![b'x'; 300],
+            pre: Precondition::Absent,
+            lease: None,
+        })
+        .collect()
+}
+
+/// The floor steps, run by the single client of the N = 1 round interleaved with its REST
+/// cycle, so that drift in etcd's latency (WAL growth, disk, the neighbours) hits floor
+/// and REST alike: a put, a txn, a get, two txns in sequence — the least a create or
+/// remove can cost, since both take their locks in one durable txn and publish (or
+/// delete) in a second one after the storage work — and an HTTP round trip to a handler
+/// that does no store work.
+const FLOOR: [&str; 5] = ["etcd put", "etcd txn", "etcd get", "etcd txn+txn", "http"];
+
+async fn floor_step(
+    kv: &EtcdKv,
+    http: &reqwest::Client,
+    base: &str,
+    i: usize,
+    step: &str,
+) -> Result<()> {
     let ns = format!("/loadgen-floor-{}", std::process::id());
-    let mut puts = Vec::with_capacity(n);
-    let start = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        kv.put(
-            &format!("{ns}/put/{i}"),
-            vec![b'x'; 300],
-            PutOpts::default(),
-        )
-        .await?;
-        puts.push(t.elapsed());
+    match step {
+        "etcd put" => {
+            kv.put(
+                &format!("{ns}/put/{i}"),
+                vec![b'x'; 300],
+                PutOpts::default(),
+            )
+            .await?;
+        }
+        "etcd txn" => {
+            kv.txn(floor_txn(&ns, i, "txn")).await?;
+        }
+        "etcd get" => {
+            kv.get(&format!("{ns}/put/{i}")).await?;
+        }
+        "etcd txn+txn" => {
+            kv.txn(floor_txn(&ns, i, "lock")).await?;
+            kv.txn(floor_txn(&ns, i, "publish")).await?;
+        }
+        _ => {
+            http.get(format!("{base}/healthz"))
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
+        }
     }
-    let put_wall = start.elapsed();
-    let mut txns = Vec::with_capacity(n);
-    let start = Instant::now();
-    for i in 0..n {
-        let t = Instant::now();
-        kv.txn(vec![
-            TxnOp::Put {
-                key: format!("{ns}/txn/{i}/a"),
-                value: vec![b'x'; 300],
-                pre: Precondition::Absent,
-                lease: None,
-            },
-            TxnOp::Put {
-                key: format!("{ns}/txn/{i}/b"),
-                value: vec![b'x'; 300],
-                pre: Precondition::Absent,
-                lease: None,
-            },
-        ])
-        .await?;
-        txns.push(t.elapsed());
-    }
-    let txn_wall = start.elapsed();
-    println!("floor: bare etcd from this machine, one client");
-    report("etcd put", puts, put_wall);
-    report("etcd txn", txns, txn_wall);
     Ok(())
 }
 
@@ -120,9 +136,8 @@ async fn main() -> Result<()> {
     let a = args()?;
     let etcd = EtcdKv::connect(EtcdConfig::new([a.etcd.clone()])).await?;
     etcd.revision().await.context("etcd does not answer")?;
-    floor(&etcd, a.iterations.max(200)).await?;
 
-    let kv: Arc<dyn KvStore> = Arc::new(etcd);
+    let kv: Arc<dyn KvStore> = Arc::new(etcd.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let cfg = MasterConfig {
@@ -165,10 +180,19 @@ async fn main() -> Result<()> {
         let start = Instant::now();
         let tasks: Vec<_> = (0..n)
             .map(|c| {
-                let (http, base, iters) = (http.clone(), base.clone(), a.iterations);
+                let (http, base, iters, etcd) =
+                    (http.clone(), base.clone(), a.iterations, etcd.clone());
                 tokio::spawn(async move {
-                    let mut lat: [Vec<Duration>; 4] = Default::default();
+                    // 0..4: the REST steps; 4..: the floor steps (N = 1 only).
+                    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); 4 + FLOOR.len()];
                     for i in 0..iters {
+                        if n == 1 {
+                            for (k, step) in FLOOR.into_iter().enumerate() {
+                                let t = Instant::now();
+                                floor_step(&etcd, &http, &base, i, step).await?;
+                                lat[4 + k].push(t.elapsed());
+                            }
+                        }
                         let vol = format!("load/n{n}-c{c}-i{i}");
                         let (p, v) = vol.split_once('/').unwrap_or_default();
                         let steps = [
@@ -196,7 +220,7 @@ async fn main() -> Result<()> {
                 })
             })
             .collect();
-        let mut all: [Vec<Duration>; 4] = Default::default();
+        let mut all: Vec<Vec<Duration>> = vec![Vec::new(); 4 + FLOOR.len()];
         for t in tasks {
             let lat = t.await??;
             for (k, l) in lat.into_iter().enumerate() {
@@ -204,13 +228,38 @@ async fn main() -> Result<()> {
             }
         }
         let wall = start.elapsed();
+        let mut p50 = |k: usize| {
+            all[k].sort();
+            pct(&all[k], 0.50)
+        };
+        let (create, remove, txn) = (p50(0), p50(3), p50(5));
+        let rest: Duration = all[..4].iter().flatten().sum();
+        if n == 1 {
+            println!(
+                "floor, interleaved with the REST cycle below: bare etcd and HTTP from this machine, one client"
+            );
+            for (k, name) in FLOOR.into_iter().enumerate() {
+                let l = std::mem::take(&mut all[4 + k]);
+                let busy = l.iter().sum();
+                report(name, l, busy);
+            }
+        }
         println!(
-            "volmaster REST, N = {n} concurrent clients, {} iterations each ({:.1} s)",
+            "volmaster REST, N = {n} concurrent clients, {} iterations each ({:.1} s, {:.1} s of it REST)",
             a.iterations,
-            wall.as_secs_f64()
+            wall.as_secs_f64(),
+            if n == 1 { rest.as_secs_f64() } else { wall.as_secs_f64() }
         );
+        let rest_wall = if n == 1 { rest } else { wall };
         for (k, name) in ["create", "get", "list", "remove"].into_iter().enumerate() {
-            report(name, std::mem::take(&mut all[k]), wall);
+            report(name, std::mem::take(&mut all[k]), rest_wall);
+        }
+        if n == 1 && !txn.is_zero() {
+            println!(
+                "  create p50 = {:.2} x, remove p50 = {:.2} x the bare etcd txn p50",
+                create.as_secs_f64() / txn.as_secs_f64(),
+                remove.as_secs_f64() / txn.as_secs_f64()
+            );
         }
     }
     let _ = stop_tx.send(());

@@ -428,6 +428,7 @@ impl KvStore for MemKv {
             .iter()
             .map(|op| (op.key().to_owned(), op.precondition()))
             .collect();
+        let mut read_keys = Vec::new();
         let writes = ops
             .into_iter()
             .filter_map(|op| match op {
@@ -436,11 +437,17 @@ impl KvStore for MemKv {
                 } => Some(Write::Put { key, value, lease }),
                 TxnOp::Delete { key, .. } => Some(Write::Delete { key }),
                 TxnOp::Check { .. } => None,
+                TxnOp::Read { key, .. } => {
+                    read_keys.push(key);
+                    None
+                }
             })
             .collect();
         let mut st = self.lock();
+        // Reads see the state the checks see: before the writes, under the same lock.
+        let reads = read_keys.iter().map(|k| st.data.get(k).cloned()).collect();
         let (revision, _) = self.inner.commit(&mut st, &checks, writes)?;
-        Ok(TxnOutcome { revision })
+        Ok(TxnOutcome { revision, reads })
     }
 
     async fn watch(&self, prefix: &str, after: Option<Revision>) -> Result<WatchStream, KvError> {

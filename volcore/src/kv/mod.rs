@@ -79,6 +79,8 @@ pub enum Precondition {
     Any,
     /// The key must not exist (create-only).
     Absent,
+    /// The key must exist (any revision).
+    Present,
     /// The key must exist with this mod revision (compare-and-swap).
     Revision(Revision),
     /// The key must exist with this create revision: the holder of a lock whose fencing
@@ -92,6 +94,7 @@ impl Precondition {
         match (self, e) {
             (Self::Any, _) => true,
             (Self::Absent, e) => e.is_none(),
+            (Self::Present, e) => e.is_some(),
             (Self::Revision(r), Some(e)) => e.mod_rev == *r,
             (Self::CreateRevision(r), Some(e)) => e.create_rev == *r,
             (Self::Revision(_) | Self::CreateRevision(_), None) => false,
@@ -152,29 +155,46 @@ pub enum TxnOp {
         /// Condition on the key.
         pre: Precondition,
     },
+    /// Check `pre` on `key` and return its entry in [`TxnOutcome::reads`]: a read in the
+    /// same round trip (and at the same revision) as the writes. Reads see the state the
+    /// checks saw, before the transaction's writes.
+    Read {
+        /// The key.
+        key: String,
+        /// Condition on the key.
+        pre: Precondition,
+    },
 }
 
 impl TxnOp {
     /// The key the operation is about.
     pub fn key(&self) -> &str {
         match self {
-            Self::Put { key, .. } | Self::Delete { key, .. } | Self::Check { key, .. } => key,
+            Self::Put { key, .. }
+            | Self::Delete { key, .. }
+            | Self::Check { key, .. }
+            | Self::Read { key, .. } => key,
         }
     }
 
     /// The operation's precondition.
     pub fn precondition(&self) -> Precondition {
         match self {
-            Self::Put { pre, .. } | Self::Delete { pre, .. } | Self::Check { pre, .. } => *pre,
+            Self::Put { pre, .. }
+            | Self::Delete { pre, .. }
+            | Self::Check { pre, .. }
+            | Self::Read { pre, .. } => *pre,
         }
     }
 }
 
 /// The result of a committed transaction.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct TxnOutcome {
     /// The store revision after the transaction (unchanged if it only checked).
     pub revision: Revision,
+    /// One entry (or `None` for an absent key) per [`TxnOp::Read`], in order.
+    pub reads: Vec<Option<Entry>>,
 }
 
 /// A change delivered by [`KvStore::watch`].

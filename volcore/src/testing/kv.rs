@@ -26,7 +26,7 @@ macro_rules! kv_conformance {
                 put_get_delete, update_keeps_create_revision, list_prefix_no_bleed,
                 put_absent_conflict, put_revision_cas, delete_preconditions,
                 txn_all_or_nothing, txn_fence_on_create_revision, txn_duplicate_key_rejected,
-                txn_only_checks, watch_from_revision_in_order, watch_from_now,
+                txn_only_checks, txn_reads_with_writes, watch_from_revision_in_order, watch_from_now,
                 watch_prefix_isolation, watch_compaction_resync,
                 lease_grant_keepalive_revoke, lease_keepalive_extends, lease_expiry_deletes_keys,
                 lease_revoke_deletes_keys, put_with_ended_lease_fails, race_create_one_winner);
@@ -337,6 +337,69 @@ pub async fn txn_only_checks(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
         }])
         .await;
     assert!(matches!(res, Err(KvError::Conflict { .. })), "{res:?}");
+}
+
+/// Reads in a transaction return the entries the checks saw (before its writes), in
+/// order, absent keys as `None`; `Present` fails on a missing key and the whole
+/// transaction with it.
+pub async fn txn_reads_with_writes(kv: Arc<dyn KvStore>, ns: &str, _caps: &KvCaps) {
+    let (a, b, w) = (format!("{ns}a"), format!("{ns}b"), format!("{ns}w"));
+    let ra = kv.put(&a, b"A".to_vec(), PutOpts::default()).await.unwrap();
+    let out = kv
+        .txn(vec![
+            TxnOp::Read {
+                key: b.clone(),
+                pre: Precondition::Any,
+            },
+            TxnOp::Put {
+                key: a.clone(),
+                value: b"A2".to_vec(),
+                pre: Precondition::Revision(ra),
+                lease: None,
+            },
+            TxnOp::Read {
+                key: a.clone(),
+                pre: Precondition::Present,
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out.reads.len(), 2, "{out:?}");
+    assert_eq!(out.reads[0], None);
+    let seen = out.reads[1].as_ref().expect("a is present");
+    assert_eq!((seen.value.as_slice(), seen.mod_rev), (&b"A"[..], ra));
+    assert_eq!(kv.get(&a).await.unwrap().unwrap().value, b"A2");
+    // A missing key fails `Present`: nothing is written.
+    let res = kv
+        .txn(vec![
+            TxnOp::Read {
+                key: b.clone(),
+                pre: Precondition::Present,
+            },
+            TxnOp::Put {
+                key: w.clone(),
+                value: b"x".to_vec(),
+                pre: Precondition::Absent,
+                lease: None,
+            },
+        ])
+        .await;
+    match res {
+        Err(KvError::Conflict { key, current }) => assert_eq!((key, current), (b, None)),
+        other => panic!("expected a conflict on the missing key, got {other:?}"),
+    }
+    assert_eq!(kv.get(&w).await.unwrap(), None);
+    // Only writes report no reads.
+    let out = kv
+        .txn(vec![TxnOp::Put {
+            key: w.clone(),
+            value: b"x".to_vec(),
+            pre: Precondition::Absent,
+            lease: None,
+        }])
+        .await
+        .unwrap();
+    assert!(out.reads.is_empty());
 }
 
 /// A watch from a past revision replays puts and deletes in order, without gaps, then

@@ -1,9 +1,10 @@
-//! Test support (feature `testing`): the KV conformance suite, the lock suite and a
-//! fault-injecting store wrapper. Other orchestrators can run the same suites against
+//! Test support (feature `testing`): the KV conformance suite, the lock suite, a
+//! fault-injecting and a call-counting store wrapper. Other orchestrators can run the same suites against
 //! their own [`KvStore`](crate::KvStore) implementations.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // a failed case panics: that is how it fails
 
+pub mod counting;
 pub mod driver;
 pub mod driver_suite;
 pub mod exec;
@@ -14,6 +15,7 @@ pub mod locks;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use counting::{CountingKv, KvCalls};
 pub use driver::{FakeDriver, Fault, Step};
 pub use exec::FakeExec;
 pub use flaky::FlakyKv;
