@@ -22,9 +22,10 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use volcore::cgroup::{DevNum, Throttler};
+use volcore::driver::{DriverError, MountDriver};
 use volcore::{
-    mount_path, Drivers, EngineError, GlobalConfig, HeldLock, HostName, Keys, KvError, KvStore,
-    LeaseKeeper, LeaseState, LockError, LockKind, LockReason, LockRequest, Locker, Mount,
+    mount_path, Drivers, EngineError, Entry, GlobalConfig, HeldLock, HostName, Keys, KvError,
+    KvStore, LeaseKeeper, LeaseState, LockError, LockKind, LockReason, LockRequest, Locker, Mount,
     PolicyName, Precondition, RateLimit, TxnOp, Volume, VolumeRef, VolumeSpec, Volumes, WatchEvent,
 };
 
@@ -120,6 +121,13 @@ fn err(msg: impl std::fmt::Display) -> Reply {
     Json(json!({ "Err": msg.to_string() }))
 }
 
+fn decode_record(e: &Entry) -> Result<MountRecord, KvError> {
+    serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
+        key: e.key.clone(),
+        reason: err.to_string(),
+    })
+}
+
 fn lock_map<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -163,35 +171,58 @@ impl Plugin {
             .await?
         {
             None => Ok(None),
-            Some(e) => {
-                let r = serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
-                    key: e.key.clone(),
-                    reason: err.to_string(),
-                })?;
-                Ok(Some((r, e.mod_rev)))
-            }
+            Some(e) => Ok(Some((decode_record(&e)?, e.mod_rev))),
         }
     }
 
-    /// This host's mount records, by volume (one store round trip).
-    async fn mounts_here(&self) -> Result<BTreeMap<VolumeRef, MountRecord>, KvError> {
+    /// This host's mount record entries, by volume (one store round trip).
+    async fn mount_entries(&self) -> Result<Vec<(VolumeRef, Entry)>, KvError> {
         let prefix = self.inner.keys.mounts(&self.inner.cfg.host);
-        let mut out = BTreeMap::new();
-        for e in self.inner.kv.list(&prefix).await? {
-            let Some(v) = e
-                .key
-                .strip_prefix(&prefix)
-                .and_then(|r| VolumeRef::parse(r).ok())
-            else {
-                continue;
-            };
-            let rec = serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
-                key: e.key.clone(),
-                reason: err.to_string(),
-            })?;
-            out.insert(v, rec);
+        Ok(self
+            .inner
+            .kv
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|e| {
+                let v = VolumeRef::parse(e.key.strip_prefix(&prefix)?).ok()?;
+                Some((v, e))
+            })
+            .collect())
+    }
+
+    /// This host's mount records, by volume. A corrupt record is skipped (and said), so
+    /// one bad entry cannot stop `List` or the re-establishing of the other locks.
+    async fn mounts_here(&self) -> Result<BTreeMap<VolumeRef, MountRecord>, KvError> {
+        Ok(self
+            .mount_entries()
+            .await?
+            .into_iter()
+            .filter_map(|(v, e)| match decode_record(&e) {
+                Ok(rec) => Some((v, rec)),
+                Err(err) => {
+                    warn!(volume = %v, error = %err, "skipping a corrupt mount record");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Drops the locks a failed mount took: the backend's, then the store's.
+    async fn drop_locks(&self, mounts: &dyn MountDriver, spec: &VolumeSpec, held: &HeldLock) {
+        if let Err(e) = mounts.release(spec, &self.inner.cfg.host).await {
+            warn!(volume = %spec.volume, error = %e, "releasing the storage lock");
         }
-        Ok(out)
+        let _ = self.inner.locker.release(std::slice::from_ref(held)).await;
+    }
+
+    /// Takes the backend's own lock (Ceph: an RBD lock) under the store's mount lock; one
+    /// another host still holds is stale, and breaking it fences that host.
+    async fn claim(&self, mounts: &dyn MountDriver, spec: &VolumeSpec) -> Result<(), DriverError> {
+        for f in mounts.claim(spec, &self.inner.cfg.host).await? {
+            warn!(volume = %spec.volume, fenced_host = %f.holder, clients = ?f.clients, "took over a volume from a host whose lock had expired; fenced its storage clients");
+        }
+        Ok(())
     }
 
     async fn save_record(
@@ -288,28 +319,17 @@ impl Plugin {
         }
         let at = self.mount_point(&v);
         let spec = self.spec(&vol);
-        let host = &self.inner.cfg.host;
         if let Some(h) = &held {
-            // The backend's own lock (Ceph: an RBD lock), taken under the store's lock: one
-            // another host still holds is stale, and breaking it fences that host.
-            match mounts.claim(&spec, host).await {
-                Ok(fenced) => {
-                    for f in fenced {
-                        warn!(volume = %v, fenced_host = %f.holder, clients = ?f.clients, "took over a volume from a host whose lock had expired; fenced its storage clients");
-                    }
-                }
-                Err(e) => {
-                    let _ = self.inner.locker.release(std::slice::from_ref(h)).await;
-                    return Err(format!("locking the storage of {v}: {e}"));
-                }
+            if let Err(e) = self.claim(mounts, &spec).await {
+                self.drop_locks(mounts, &spec, h).await;
+                return Err(format!("locking the storage of {v}: {e}"));
             }
         }
         let m: Mount = match mounts.mount(&spec, &at).await {
             Ok(m) => m,
             Err(e) => {
                 if let Some(h) = &held {
-                    let _ = mounts.release(&spec, host).await;
-                    let _ = self.inner.locker.release(std::slice::from_ref(h)).await;
+                    self.drop_locks(mounts, &spec, h).await;
                 }
                 return Err(format!("mounting {v}: {e}"));
             }
@@ -323,8 +343,7 @@ impl Plugin {
         if let Err(e) = self.save_record(&v, &rec, held.as_ref()).await {
             let _ = mounts.unmount(&spec, &m.path).await;
             if let Some(h) = &held {
-                let _ = mounts.release(&spec, host).await;
-                let _ = self.inner.locker.release(std::slice::from_ref(h)).await;
+                self.drop_locks(mounts, &spec, h).await;
             }
             return Err(format!("recording the mount of {v}: {e}"));
         }
@@ -449,15 +468,8 @@ impl Plugin {
                         .get(vol.backends.mount)
                         .and_then(|d| d.mounts())
                     {
-                        match m.claim(&self.spec(&vol), &self.inner.cfg.host).await {
-                            Ok(fenced) => {
-                                for f in fenced {
-                                    warn!(volume = %v, fenced_host = %f.holder, clients = ?f.clients, "fenced a stale storage lock while re-establishing");
-                                }
-                            }
-                            Err(e) => {
-                                warn!(volume = %v, error = %e, "could not re-take the storage lock")
-                            }
+                        if let Err(e) = self.claim(m, &self.spec(&vol)).await {
+                            warn!(volume = %v, error = %e, "could not re-take the storage lock");
                         }
                     }
                 }
@@ -490,15 +502,7 @@ impl Plugin {
                 }
             }
         }
-        let prefix = self.inner.keys.mounts(&self.inner.cfg.host);
-        for e in self.inner.kv.list(&prefix).await? {
-            let Some(v) = e
-                .key
-                .strip_prefix(&prefix)
-                .and_then(|r| VolumeRef::parse(r).ok())
-            else {
-                continue;
-            };
+        for (v, e) in self.mount_entries().await? {
             if !mounted.contains_key(&v) {
                 warn!(volume = %v, "mount record without a mount (crash?); dropping it");
                 let _ = self

@@ -943,3 +943,59 @@ async fn runs_without_global_configuration() {
     );
     a.stop().await;
 }
+
+/// One corrupt mount record (a hand edit, a half-written upgrade) does not break `List`
+/// for every volume (the same listing serves re-establishing locks after a lost lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_mount_record_does_not_break_list() {
+    let (kv, prefix) = store(30).await;
+    upload(&kv, &prefix, "policy1", NULL).await;
+    let dir = tmp("sock");
+    let a = Host::start(
+        kv.clone(),
+        Drivers::new().with_null(),
+        "host-a",
+        &dir,
+        &prefix,
+        LeaseLossAction::Unmount,
+    )
+    .await;
+    for name in ["policy1/good", "policy1/bad"] {
+        let r = call(&a.sock, "VolumeDriver.Create", json!({"Name": name})).await;
+        assert_eq!(r["Err"], "", "{r}");
+    }
+    let m = call(
+        &a.sock,
+        "VolumeDriver.Mount",
+        json!({"Name": "policy1/good", "ID": "c1"}),
+    )
+    .await;
+    assert_eq!(m["Err"], "", "{m}");
+    let good_path = m["Mountpoint"].as_str().unwrap().to_owned();
+    kv.put(
+        &format!("{prefix}/mounts/host-a/policy1/bad"),
+        b"{not json".to_vec(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let list = call(&a.sock, "VolumeDriver.List", json!({})).await;
+    assert_eq!(list["Err"], "", "{list}");
+    let vols: Vec<(String, String)> = list["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let s = |k: &str| v[k].as_str().unwrap().to_owned();
+            (s("Name"), s("Mountpoint"))
+        })
+        .collect();
+    assert_eq!(
+        vols,
+        vec![
+            ("policy1/bad".to_owned(), String::new()),
+            ("policy1/good".to_owned(), good_path.clone()),
+        ]
+    );
+    a.stop().await;
+}

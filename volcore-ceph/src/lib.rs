@@ -54,11 +54,24 @@ const KNOWN_PARAMS: &[&str] = &["pool", "features", "data-pool", "flatten"];
 /// How long an rbd-fuse unmount may take before its rbd-fuse is killed.
 const FUSE_UMOUNT_PATIENCE: Duration = Duration::from_secs(5);
 
-/// What [`RbdDriver::attached`] found.
+/// What [`RbdDriver::attached`] found: one look at the host's state, shared by the steps
+/// of a mount or unmount.
 #[derive(Default)]
 struct Attached {
+    /// Every mount on the host.
+    all: Vec<mountinfo::MountInfo>,
+    /// The mounts of attached images.
     mounts: Vec<(mountinfo::MountInfo, ImageSpec)>,
+    /// krbd/nbd mappings (empty for fuse).
     mapped: Vec<Mapped>,
+}
+
+impl Attached {
+    fn fuse_mounted(&self, dir: &Path) -> bool {
+        self.all
+            .iter()
+            .any(|m| m.mount_point == dir && m.fs_type.starts_with("fuse"))
+    }
 }
 
 /// The RBD lock id a host takes on the images it mounts.
@@ -362,11 +375,28 @@ impl RbdDriver {
         }
     }
 
+    /// Runs a read-only rbd command (its `args` ask for `--format json`) and parses its
+    /// output.
+    async fn read_json<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        op: &'static str,
+        what: &str,
+        args: &[&str],
+        t: Duration,
+    ) -> Result<T, DriverError> {
+        let cmd = self.rbd_cmd(args, t);
+        let out = self.read(op, what, cmd.clone()).await?;
+        rbd::parse(op, what, &cmd, &out)
+    }
+
     async fn lockers(&self, img: &ImageSpec, t: Duration) -> Result<Vec<Locker>, DriverError> {
-        let what = img.to_string();
-        let cmd = self.rbd_cmd(&["lock", "ls", "--format", "json", &img.spec()], t);
-        let out = self.read("lock ls", &what, cmd.clone()).await?;
-        rbd::parse("lock ls", &what, &cmd, &out)
+        self.read_json(
+            "lock ls",
+            &img.to_string(),
+            &["lock", "ls", "--format", "json", &img.spec()],
+            t,
+        )
+        .await
     }
 
     /// The clients that have the image open (one `rbd status`).
@@ -375,10 +405,14 @@ impl RbdDriver {
         img: &ImageSpec,
         t: Duration,
     ) -> Result<Vec<rbd::Watcher>, DriverError> {
-        let what = img.to_string();
-        let cmd = self.rbd_cmd(&["status", "--format", "json", &img.spec()], t);
-        let out = self.read("status", &what, cmd.clone()).await?;
-        let st: Status = rbd::parse("status", &what, &cmd, &out)?;
+        let st: Status = self
+            .read_json(
+                "status",
+                &img.to_string(),
+                &["status", "--format", "json", &img.spec()],
+                t,
+            )
+            .await?;
         Ok(st.watchers)
     }
 
@@ -392,37 +426,34 @@ impl RbdDriver {
             .join(&img.image)
     }
 
-    fn fuse_mounted(dir: &Path) -> Result<bool, DriverError> {
-        Ok(read_mounts()?
-            .iter()
-            .any(|m| m.mount_point == dir && m.fs_type.starts_with("fuse")))
-    }
-
     async fn mapped(&self, nbd: bool, what: &str, t: Duration) -> Result<Vec<Mapped>, DriverError> {
         let mut args = vec!["device", "list"];
         if nbd {
             args.extend(["-t", "nbd"]);
         }
         args.extend(["--format", "json"]);
-        let cmd = self.rbd_cmd(&args, t);
-        let out = self.read("device list", what, cmd.clone()).await?;
-        rbd::parse("device list", what, &cmd, &out)
+        self.read_json("device list", what, &args, t).await
     }
 
-    /// Attaches the image as a block device (idempotent: an existing attachment is
-    /// reused). Returns the device and whether this call attached it.
-    async fn attach(&self, img: &ImageSpec, t: Duration) -> Result<(PathBuf, bool), DriverError> {
+    /// Attaches the image as a block device (idempotent: an existing attachment in `st`,
+    /// the host's state just read, is reused). Returns the device and whether this call
+    /// attached it.
+    async fn attach(
+        &self,
+        img: &ImageSpec,
+        t: Duration,
+        st: &Attached,
+    ) -> Result<(PathBuf, bool), DriverError> {
         let what = img.to_string();
         match self.cfg.attach {
             Attach::Krbd | Attach::Nbd => {
                 let nbd = self.cfg.attach == Attach::Nbd;
-                if let Some(m) = self
-                    .mapped(nbd, &what, t)
-                    .await?
-                    .into_iter()
+                if let Some(m) = st
+                    .mapped
+                    .iter()
                     .find(|m| m.pool == img.pool && m.name == img.image && m.is_head())
                 {
-                    return Ok((PathBuf::from(m.device), false));
+                    return Ok((PathBuf::from(&m.device), false));
                 }
                 let spec = img.spec();
                 let mut args = vec!["device", "map"];
@@ -442,7 +473,7 @@ impl RbdDriver {
             Attach::Fuse => {
                 let dir = self.fuse_dir(img);
                 let mut attached = false;
-                if !Self::fuse_mounted(&dir)? {
+                if !st.fuse_mounted(&dir) {
                     std::fs::create_dir_all(&dir).map_err(|e| io_err("attach", &what, &e))?;
                     let mut a = self.base();
                     // No client-side cache: a fenced (blocklisted) client's writes must
@@ -496,23 +527,27 @@ impl RbdDriver {
         }
     }
 
-    /// Detaches every attachment of the image on this host; none is `Ok`. `known` is a
-    /// fresh `rbd device list`, when the caller has one.
+    /// Detaches every attachment of the image on this host; none is `Ok`. `known` is the
+    /// host's state when the caller read it since the last attach; else it is read.
     async fn detach(
         &self,
         img: &ImageSpec,
         t: Duration,
-        known: Option<Vec<Mapped>>,
+        known: Option<&Attached>,
     ) -> Result<(), DriverError> {
         let what = img.to_string();
+        let fresh;
+        let st = match known {
+            Some(k) => k,
+            None => {
+                fresh = self.attached().await?;
+                &fresh
+            }
+        };
         match self.cfg.attach {
             Attach::Krbd | Attach::Nbd => {
                 let nbd = self.cfg.attach == Attach::Nbd;
-                let mapped = match known {
-                    Some(m) => m,
-                    None => self.mapped(nbd, &what, t).await?,
-                };
-                for m in mapped {
+                for m in &st.mapped {
                     if m.pool != img.pool || m.name != img.image {
                         continue;
                     }
@@ -543,7 +578,7 @@ impl RbdDriver {
             Attach::Fuse => {
                 let dir = self.fuse_dir(img);
                 let file = dir.join(&img.image);
-                if !Self::fuse_mounted(&dir)? {
+                if !st.fuse_mounted(&dir) {
                     return Ok(());
                 }
                 for dev in loopdev::of_file(&file) {
@@ -600,12 +635,7 @@ impl RbdDriver {
         }
         if let Err(e) = res {
             warn!(image = %img.spec(), error = %e, "rbd-fuse did not unmount; killing it");
-            for pid in fuse_pids(&dir) {
-                let _ = self
-                    .exec
-                    .run(&Cmd::new("kill", ["-9".to_owned(), pid.to_string()], t))
-                    .await;
-            }
+            self.kill(&fuse_pids(&dir), t).await;
             self.run(
                 "detach",
                 &what,
@@ -619,12 +649,7 @@ impl RbdDriver {
         while pids.iter().any(|p| alive(*p)) {
             if tokio::time::Instant::now() >= deadline {
                 warn!(image = %img.spec(), "rbd-fuse did not exit after its unmount; killing it");
-                for p in &pids {
-                    let _ = self
-                        .exec
-                        .run(&Cmd::new("kill", ["-9".to_owned(), p.to_string()], t))
-                        .await;
-                }
+                self.kill(&pids, t).await;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -633,57 +658,70 @@ impl RbdDriver {
         Ok(())
     }
 
+    /// SIGKILLs `pids` (best effort: one may have exited meanwhile).
+    async fn kill(&self, pids: &[u32], t: Duration) {
+        for pid in pids {
+            let _ = self
+                .exec
+                .run(&Cmd::new("kill", ["-9".to_owned(), pid.to_string()], t))
+                .await;
+        }
+    }
+
     /// This host's mounts of attached images, with the attachments (krbd/nbd mappings; the
     /// fuse strategy reads loop devices from sysfs): one mountinfo read and at most one
     /// `rbd device list`.
     async fn attached(&self) -> Result<Attached, DriverError> {
-        let mounts = read_mounts()?;
-        let mut out = Attached::default();
-        match self.cfg.attach {
+        let all = read_mounts()?;
+        let mut mapped = Vec::new();
+        // The image behind each mount's source device, if it is an attached one of ours.
+        let images: Vec<Option<ImageSpec>> = match self.cfg.attach {
             Attach::Krbd | Attach::Nbd => {
                 let nbd = self.cfg.attach == Attach::Nbd;
-                out.mapped = self.mapped(nbd, "this host", rbd::DEFAULT_TIMEOUT).await?;
-                for m in mounts {
-                    let img = out
-                        .mapped
-                        .iter()
-                        .find(|x| x.is_head() && x.device == m.source);
-                    if let Some(x) = img {
-                        let img = ImageSpec {
+                mapped = self.mapped(nbd, "this host", rbd::DEFAULT_TIMEOUT).await?;
+                all.iter()
+                    .map(|m| {
+                        let x = mapped
+                            .iter()
+                            .find(|x| x.is_head() && x.device == m.source)?;
+                        Some(ImageSpec {
                             pool: x.pool.clone(),
                             image: x.name.clone(),
-                        };
-                        out.mounts.push((m, img));
-                    }
-                }
+                        })
+                    })
+                    .collect()
             }
             Attach::Fuse => {
                 let root = self.cfg.state_dir.join("fuse");
                 let loops = loopdev::devices();
-                for m in mounts {
-                    let Some((_, back)) = loops
-                        .iter()
-                        .find(|(d, _)| d.as_os_str() == m.source.as_str())
-                    else {
-                        continue;
-                    };
-                    let Ok(rest) = back.strip_prefix(&root) else {
-                        continue;
-                    };
-                    let parts: Vec<&str> = rest.iter().filter_map(|c| c.to_str()).collect();
-                    if let [pool, image, file] = parts[..] {
-                        if image == file {
-                            let img = ImageSpec {
+                all.iter()
+                    .map(|m| {
+                        let (_, back) = loops
+                            .iter()
+                            .find(|(d, _)| d.as_os_str() == m.source.as_str())?;
+                        let rest = back.strip_prefix(&root).ok()?;
+                        let parts: Vec<&str> = rest.iter().filter_map(|c| c.to_str()).collect();
+                        match parts[..] {
+                            [pool, image, file] if image == file => Some(ImageSpec {
                                 pool: pool.to_owned(),
                                 image: image.to_owned(),
-                            };
-                            out.mounts.push((m, img));
+                            }),
+                            _ => None,
                         }
-                    }
-                }
+                    })
+                    .collect()
             }
-        }
-        Ok(out)
+        };
+        let mounts = all
+            .iter()
+            .zip(images)
+            .filter_map(|(m, img)| Some((m.clone(), img?)))
+            .collect();
+        Ok(Attached {
+            all,
+            mounts,
+            mapped,
+        })
     }
 
     async fn mkfs_on(&self, spec: &VolumeSpec, img: &ImageSpec) -> Result<(), DriverError> {
@@ -696,7 +734,8 @@ impl RbdDriver {
             ))
         })?;
         let _g = self.serial.lock().await;
-        let (dev, _) = self.attach(img, t).await?;
+        let st = self.attached().await?;
+        let (dev, _) = self.attach(img, t, &st).await?;
         let line = mkfs.render(&dev.display().to_string());
         let res = self
             .run("mkfs", &format!("volume {v}"), Cmd::shell(line, t))
@@ -894,10 +933,14 @@ impl VolumeDriver for RbdDriver {
     async fn list(&self) -> Result<Vec<VolumeRef>, DriverError> {
         let mut out = Vec::new();
         for pool in &self.cfg.pools {
-            let cmd = self.rbd_cmd(&["ls", "--format", "json", pool], rbd::DEFAULT_TIMEOUT);
-            let what = format!("pool {pool}");
-            let text = self.read("list", &what, cmd.clone()).await?;
-            let names: Vec<String> = rbd::parse("list", &what, &cmd, &text)?;
+            let names: Vec<String> = self
+                .read_json(
+                    "list",
+                    &format!("pool {pool}"),
+                    &["ls", "--format", "json", pool],
+                    rbd::DEFAULT_TIMEOUT,
+                )
+                .await?;
             out.extend(names.iter().filter_map(|n| volume_of_image(n)));
         }
         out.sort();
@@ -944,18 +987,17 @@ impl MountDriver for RbdDriver {
         let v = &spec.volume;
         let t = timeout_of(spec);
         let _g = self.serial.lock().await;
-        if let Some(m) = read_mounts()?.into_iter().find(|m| m.mount_point == at) {
-            let ours = self
-                .attached()
-                .await?
+        let st = self.attached().await?;
+        if let Some(m) = st.all.iter().find(|m| m.mount_point == at) {
+            let ours = st
                 .mounts
-                .into_iter()
-                .any(|(x, img)| x.mount_point == at && img == p.image);
+                .iter()
+                .any(|(x, img)| x.mount_point == at && *img == p.image);
             if ours {
                 return Ok(Mount {
                     volume: v.clone(),
-                    path: m.mount_point,
-                    device: Some(PathBuf::from(m.source)),
+                    path: m.mount_point.clone(),
+                    device: Some(PathBuf::from(&m.source)),
                 });
             }
             return Err(DriverError::Busy {
@@ -964,7 +1006,7 @@ impl MountDriver for RbdDriver {
             });
         }
         std::fs::create_dir_all(at).map_err(|e| io_err("mount", &format!("volume {v}"), &e))?;
-        let (dev, attached) = self.attach(&p.image, t).await?;
+        let (dev, attached) = self.attach(&p.image, t, &st).await?;
         let res = self
             .run(
                 "mount",
@@ -1001,7 +1043,7 @@ impl MountDriver for RbdDriver {
         let t = timeout_of(spec);
         let _g = self.serial.lock().await;
         let att = self.attached().await?;
-        if read_mounts()?.iter().any(|m| m.mount_point == at) {
+        if att.all.iter().any(|m| m.mount_point == at) {
             self.run(
                 "unmount",
                 &format!("volume {v}"),
@@ -1015,8 +1057,8 @@ impl MountDriver for RbdDriver {
             .iter()
             .any(|(m, img)| *img == p.image && m.mount_point != at);
         if !still {
-            let known = (self.cfg.attach != Attach::Fuse).then_some(att.mapped);
-            self.detach(&p.image, t, known).await?;
+            // Unmounting changed no attachment: the state read above still holds.
+            self.detach(&p.image, t, Some(&att)).await?;
         }
         if let Err(e) = std::fs::remove_dir(at) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -1218,12 +1260,15 @@ impl SnapshotDriver for RbdDriver {
     /// One `rbd snap ls`; oldest first (snapshot ids grow).
     async fn list_snapshots(&self, spec: &VolumeSpec) -> Result<Vec<SnapshotName>, DriverError> {
         let p = Params::of(spec)?;
-        let what = p.image.to_string();
-        let cmd = self.rbd_cmd(
-            &["snap", "ls", "--format", "json", &p.image.spec()],
-            timeout_of(spec),
-        );
-        let out = match self.read("list snapshots", &what, cmd.clone()).await {
+        let listed = self
+            .read_json(
+                "list snapshots",
+                &p.image.to_string(),
+                &["snap", "ls", "--format", "json", &p.image.spec()],
+                timeout_of(spec),
+            )
+            .await;
+        let mut snaps: Vec<Snap> = match listed {
             Err(DriverError::NotFound { .. }) => {
                 return Err(DriverError::NotFound {
                     what: format!("volume {}", spec.volume),
@@ -1231,7 +1276,6 @@ impl SnapshotDriver for RbdDriver {
             }
             other => other?,
         };
-        let mut snaps: Vec<Snap> = rbd::parse("list snapshots", &what, &cmd, &out)?;
         snaps.sort_by_key(|s| s.id);
         // Snapshots volcore did not make may have names it would not accept; skip them.
         Ok(snaps

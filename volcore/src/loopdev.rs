@@ -12,14 +12,8 @@ pub fn devices() -> Vec<(PathBuf, PathBuf)> {
     rd.flatten()
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_owned();
-            if !name.starts_with("loop") {
-                return None;
-            }
-            let back = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
-            Some((
-                PathBuf::from(format!("/dev/{name}")),
-                PathBuf::from(back.trim()),
-            ))
+            let back = backing_of(&name)?;
+            Some((PathBuf::from(format!("/dev/{name}")), back))
         })
         .collect()
 }
@@ -35,7 +29,12 @@ pub fn of_file(file: &Path) -> Vec<PathBuf> {
 
 /// The backing file of `device` when it is a loop device (`/dev/loopN`).
 pub fn backing_file(device: &str) -> Option<PathBuf> {
-    let name = device.strip_prefix("/dev/")?;
+    backing_of(device.strip_prefix("/dev/")?)
+}
+
+/// The backing file of block device `name` (`loopN`) from sysfs; `None` when it is not an
+/// attached loop device.
+fn backing_of(name: &str) -> Option<PathBuf> {
     if !name.starts_with("loop") || name.contains('/') {
         return None;
     }

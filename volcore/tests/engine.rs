@@ -29,7 +29,11 @@ struct Env {
 }
 
 async fn env_with(timeout: Duration) -> Env {
-    let kv: Arc<dyn KvStore> = Arc::new(MemKv::new());
+    env_on(Arc::new(MemKv::new()), timeout).await
+}
+
+/// The engine over `kv` (policy1 uploaded), with a FakeDriver.
+async fn env_on(kv: Arc<dyn KvStore>, timeout: Duration) -> Env {
     let fake = FakeDriver::new(BackendKind::Local);
     let keeper = LeaseKeeper::start(kv.clone(), Duration::from_secs(30))
         .await
@@ -181,26 +185,13 @@ async fn create_rejects_bad_input() {
 /// latency (issue #3's load generator).
 #[tokio::test]
 async fn create_and_remove_take_two_round_trips() {
-    let mem: Arc<dyn KvStore> = Arc::new(MemKv::new());
-    let counting = CountingKv::new(mem);
-    let kv: Arc<dyn KvStore> = Arc::new(counting.clone());
-    let fake = FakeDriver::new(BackendKind::Local);
-    let keeper = LeaseKeeper::start(kv.clone(), Duration::from_secs(30))
-        .await
-        .unwrap();
-    let (_tx, grx) = watch::channel(GlobalConfig::default());
-    let engine = Volumes::new(
-        kv.clone(),
-        Keys::default(),
-        Drivers::new().with(Arc::new(fake.clone())),
-        HostName::new("master-1").unwrap(),
-        keeper.subscribe(),
-        grx,
-    );
-    engine
-        .upload_policy(&pname("policy1"), POLICY.as_bytes())
-        .await
-        .unwrap();
+    let counting = CountingKv::new(Arc::new(MemKv::new()));
+    let Env {
+        fake,
+        engine,
+        _keeper,
+        ..
+    } = env_on(Arc::new(counting.clone()), Duration::from_millis(500)).await;
     let v = vref("policy1/db");
     counting.take();
     engine.create(&v, &no_opts()).await.unwrap();

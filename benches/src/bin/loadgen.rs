@@ -61,15 +61,18 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn report(name: &str, mut samples: Vec<Duration>, wall: Duration) {
+/// Prints one row; returns the p50.
+fn report(name: &str, mut samples: Vec<Duration>, wall: Duration) -> Duration {
     samples.sort();
     let ops = samples.len() as f64 / wall.as_secs_f64();
+    let p50 = pct(&samples, 0.50);
     println!(
         "  {name:<12} {:>6} ops {ops:>9.0} ops/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
         samples.len(),
-        pct(&samples, 0.50).as_secs_f64() * 1e3,
+        p50.as_secs_f64() * 1e3,
         pct(&samples, 0.99).as_secs_f64() * 1e3,
     );
+    p50
 }
 
 fn floor_txn(ns: &str, i: usize, step: &str) -> Vec<TxnOp> {
@@ -228,12 +231,7 @@ async fn main() -> Result<()> {
             }
         }
         let wall = start.elapsed();
-        let mut p50 = |k: usize| {
-            all[k].sort();
-            pct(&all[k], 0.50)
-        };
-        let (create, remove, txn) = (p50(0), p50(3), p50(5));
-        let rest: Duration = all[..4].iter().flatten().sum();
+        let mut p50 = vec![Duration::ZERO; all.len()];
         if n == 1 {
             println!(
                 "floor, interleaved with the REST cycle below: bare etcd and HTTP from this machine, one client"
@@ -241,24 +239,33 @@ async fn main() -> Result<()> {
             for (k, name) in FLOOR.into_iter().enumerate() {
                 let l = std::mem::take(&mut all[4 + k]);
                 let busy = l.iter().sum();
-                report(name, l, busy);
+                p50[4 + k] = report(name, l, busy);
             }
         }
+        // At N = 1 the floor steps share the wall time; REST gets its own busy time.
+        let rest_wall = if n == 1 {
+            all[..4].iter().flatten().sum()
+        } else {
+            wall
+        };
         println!(
             "volmaster REST, N = {n} concurrent clients, {} iterations each ({:.1} s, {:.1} s of it REST)",
             a.iterations,
             wall.as_secs_f64(),
-            if n == 1 { rest.as_secs_f64() } else { wall.as_secs_f64() }
+            rest_wall.as_secs_f64()
         );
-        let rest_wall = if n == 1 { rest } else { wall };
         for (k, name) in ["create", "get", "list", "remove"].into_iter().enumerate() {
-            report(name, std::mem::take(&mut all[k]), rest_wall);
+            p50[k] = report(name, std::mem::take(&mut all[k]), rest_wall);
         }
+        let txn = FLOOR
+            .iter()
+            .position(|s| *s == "etcd txn")
+            .map_or(Duration::ZERO, |k| p50[4 + k]);
         if n == 1 && !txn.is_zero() {
             println!(
                 "  create p50 = {:.2} x, remove p50 = {:.2} x the bare etcd txn p50",
-                create.as_secs_f64() / txn.as_secs_f64(),
-                remove.as_secs_f64() / txn.as_secs_f64()
+                p50[0].as_secs_f64() / txn.as_secs_f64(),
+                p50[3].as_secs_f64() / txn.as_secs_f64()
             );
         }
     }

@@ -94,6 +94,16 @@ impl FakeExec {
             self.calls()
         );
     }
+
+    /// Records a command the script did not expect; it "fails" like a missing program.
+    fn surprise(&self, note: String, stderr: String) -> Result<Output, ExecError> {
+        self.surprises.lock().unwrap().push(note);
+        Ok(Output {
+            status: 127,
+            stdout: String::new(),
+            stderr,
+        })
+    }
 }
 
 #[async_trait]
@@ -113,28 +123,14 @@ impl Exec for FakeExec {
                     })
                 }
             },
-            Some((want, _)) => {
-                self.surprises
-                    .lock()
-                    .unwrap()
-                    .push(format!("ran `{line}`, expected `{want}`"));
-                Ok(Output {
-                    status: 127,
-                    stdout: String::new(),
-                    stderr: format!("FakeExec: unexpected command `{line}` (expected `{want}`)"),
-                })
-            }
-            None => {
-                self.surprises
-                    .lock()
-                    .unwrap()
-                    .push(format!("ran `{line}` after the script ended"));
-                Ok(Output {
-                    status: 127,
-                    stdout: String::new(),
-                    stderr: format!("FakeExec: unexpected command `{line}`"),
-                })
-            }
+            Some((want, _)) => self.surprise(
+                format!("ran `{line}`, expected `{want}`"),
+                format!("FakeExec: unexpected command `{line}` (expected `{want}`)"),
+            ),
+            None => self.surprise(
+                format!("ran `{line}` after the script ended"),
+                format!("FakeExec: unexpected command `{line}`"),
+            ),
         }
     }
 }

@@ -202,6 +202,15 @@ pub async fn waiter_watches_release(kv: Arc<dyn KvStore>, ns: &str, caps: &KvCap
     let got = got.unwrap();
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|h| h.holder.host.as_str() == "host-b"));
+    // A lock taken after waiting carries the fencing token of the entry it created.
+    for h in &got {
+        let e = kv.get(&h.key).await.unwrap().expect("lock stored");
+        assert_eq!(
+            e.create_rev, h.token,
+            "{}: token is the create revision",
+            h.key
+        );
+    }
     let took = at - released;
     assert!(
         took < Duration::from_secs(2),
