@@ -13,58 +13,98 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use volcore::{GlobalConfig, HostName, Keys, KvStore, WatchEvent};
 
+/// This build's version and commit (`0.1.0 (1a2b3c4d5e6f)`).
+pub fn version() -> String {
+    format!(
+        "{} ({})",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("VOLCORE_GIT_COMMIT").unwrap_or("unknown")
+    )
+}
+
 /// Reads the global configuration and keeps a channel up to date with it (defaults when
-/// none is stored; a bad stored value keeps the last good one and is logged).
+/// none is stored; a bad stored value keeps the defaults and is logged). The first read
+/// must succeed; after that a broken watch is re-opened (with backoff) for as long as the
+/// daemon runs, so a store outage never leaves a daemon on a stale configuration.
 pub async fn watch_global(
     kv: Arc<dyn KvStore>,
     keys: Keys,
 ) -> Result<watch::Receiver<GlobalConfig>> {
     let key = keys.global();
-    let read = |e: Option<volcore::Entry>| -> GlobalConfig {
-        match e {
-            None => GlobalConfig::default(),
-            Some(e) => GlobalConfig::from_json(&e.value).unwrap_or_else(|err| {
-                warn!(error = %err, "stored global configuration is invalid; using defaults");
-                GlobalConfig::default()
-            }),
-        }
-    };
     let first = kv
         .get(&key)
         .await
         .context("reading the global configuration")?;
-    let after = first.as_ref().map(|e| e.mod_rev);
-    let (tx, rx) = watch::channel(read(first));
-    let mut stream = kv.watch(&key, after.or(Some(kv.revision().await?))).await?;
+    let mut after = match &first {
+        Some(e) => e.mod_rev,
+        None => kv.revision().await.context("reading the store revision")?,
+    };
+    let (tx, rx) = watch::channel(read_global(first));
     tokio::spawn(async move {
-        while let Some(ev) = stream.next().await {
-            let next = match ev {
-                Ok(WatchEvent::Put(e)) if e.key == key => read(Some(e)),
-                Ok(WatchEvent::Delete { key: k, .. }) if k == key => GlobalConfig::default(),
-                Ok(WatchEvent::Resync { .. }) => match kv.get(&key).await {
-                    Ok(e) => read(e),
-                    Err(err) => {
-                        warn!(error = %err, "could not re-read the global configuration");
-                        continue;
-                    }
-                },
-                Ok(_) => continue,
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            let mut stream = match kv.watch(&key, Some(after)).await {
+                Ok(s) => s,
                 Err(err) => {
-                    warn!(error = %err, "global configuration watch failed");
-                    break;
+                    warn!(error = %err, "cannot watch the global configuration; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    continue;
                 }
             };
-            info!(
-                ttl_s = next.ttl.as_secs(),
-                timeout_s = next.timeout.as_secs(),
-                "global configuration changed"
-            );
-            if tx.send(next).is_err() {
-                break;
+            pause = std::time::Duration::from_millis(100);
+            while let Some(ev) = stream.next().await {
+                let next = match ev {
+                    Ok(WatchEvent::Put(e)) if e.key == key => {
+                        after = e.mod_rev;
+                        read_global(Some(e))
+                    }
+                    Ok(WatchEvent::Delete { key: k, revision }) if k == key => {
+                        after = revision;
+                        GlobalConfig::default()
+                    }
+                    Ok(WatchEvent::Resync { revision }) => match kv.get(&key).await {
+                        Ok(e) => {
+                            after = revision;
+                            read_global(e)
+                        }
+                        Err(err) => {
+                            warn!(error = %err, "could not re-read the global configuration");
+                            break;
+                        }
+                    },
+                    Ok(_) => continue,
+                    Err(err) => {
+                        warn!(error = %err, "global configuration watch failed; re-opening it");
+                        break;
+                    }
+                };
+                info!(
+                    ttl_s = next.ttl.as_secs(),
+                    timeout_s = next.timeout.as_secs(),
+                    "global configuration changed"
+                );
+                if tx.send(next).is_err() {
+                    return;
+                }
             }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
         }
     });
     Ok(rx)
+}
+
+fn read_global(e: Option<volcore::Entry>) -> GlobalConfig {
+    match e {
+        None => GlobalConfig::default(),
+        Some(e) => GlobalConfig::from_json(&e.value).unwrap_or_else(|err| {
+            warn!(error = %err, "stored global configuration is invalid; using defaults");
+            GlobalConfig::default()
+        }),
+    }
 }
 
 /// This machine's host name as a host label (`/proc/sys/kernel/hostname`), or `localhost`.

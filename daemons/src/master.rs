@@ -322,12 +322,29 @@ fn query_bool(q: &BTreeMap<String, String>, key: &str) -> ApiResult<bool> {
     }
 }
 
+/// The longest lock wait a request may ask for (`?timeout=`, a maintenance `wait`).
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// Parses a user-supplied duration that must lie within `min..=max`; outside, a 400 that
+/// names the bound.
+fn bounded_duration(s: &str, what: &str, min: Duration, max: Duration) -> ApiResult<Duration> {
+    let bounds = format!(
+        "{what} must be a duration from {} to {} (e.g. 30s)",
+        volcore::size::format_duration(min),
+        volcore::size::format_duration(max)
+    );
+    let d =
+        volcore::size::parse_duration(s).map_err(|e| ApiError::bad(format!("{bounds}; {e}")))?;
+    if d < min || d > max {
+        return Err(ApiError::bad(format!("{bounds}, got {s}")));
+    }
+    Ok(d)
+}
+
 fn query_duration(q: &BTreeMap<String, String>, key: &str) -> ApiResult<Option<Duration>> {
     match q.get(key).map(String::as_str) {
         None | Some("") => Ok(None),
-        Some(s) => volcore::size::parse_duration(s)
-            .map(Some)
-            .map_err(|e| ApiError::bad(format!("?{key}: {e}"))),
+        Some(s) => bounded_duration(s, &format!("?{key}"), Duration::ZERO, MAX_WAIT).map(Some),
     }
 }
 
@@ -667,18 +684,14 @@ async fn maintenance_begin(
     let req: MaintenanceRequest = body(&b, "the maintenance request")?;
     let v = VolumeRef::parse(&req.volume).map_err(|e| ApiError::bad(e.to_string()))?;
     let host = HostName::new(req.host).map_err(|e| ApiError::bad(e.to_string()))?;
-    let dur = |s: &Option<String>, what: &str| -> ApiResult<Option<Duration>> {
-        s.as_deref()
-            .map(|s| {
-                volcore::size::parse_duration(s).map_err(|e| ApiError::bad(format!("{what}: {e}")))
-            })
-            .transpose()
+    let ttl = match &req.ttl {
+        Some(t) => bounded_duration(t, "ttl", Duration::from_secs(2), Duration::from_secs(3600))?,
+        None => Duration::from_secs(10),
     };
-    let ttl = dur(&req.ttl, "ttl")?.unwrap_or(Duration::from_secs(10));
-    if ttl < Duration::from_secs(2) || ttl > Duration::from_secs(3600) {
-        return Err(ApiError::bad("ttl must be between 2s and 1h"));
-    }
-    let wait = dur(&req.wait, "wait")?.unwrap_or_else(|| Duration::from_secs(600));
+    let wait = match &req.wait {
+        Some(w) => bounded_duration(w, "wait", Duration::ZERO, MAX_WAIT)?,
+        None => Duration::from_secs(600),
+    };
     let (session, held) = s.engine.begin_maintenance(&v, &host, ttl, wait).await?;
     let locks: Vec<Value> = held
         .iter()

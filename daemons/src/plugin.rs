@@ -1,43 +1,38 @@
-//! volplugin: Docker's VolumeDriver protocol on `/run/docker/plugins/<name>.sock`, with
-//! lease-backed mount locks, refcounts per Docker mount ID persisted under
-//! `mounts/<host>/…`, re-adoption after a restart, live rate limits, and a fencing action
-//! when the lease is lost and another host took a volume.
+//! volplugin: Docker's VolumeDriver protocol on `/run/docker/plugins/<name>.sock`, a thin
+//! adapter over the library's mount lifecycle ([`volcore::HostMounts`]): this module
+//! parses Docker's requests, turns library errors into Docker's `Err` strings, and answers
+//! `Get`, `Path` and `List` from state the host already holds or watches.
 //!
 //! The plugin talks to the store directly (never through a master): its lease is its own,
-//! so a dead plugin's locks die with it.
+//! so a dead plugin's locks die with it. It binds its socket at once and, while its store
+//! is unreachable, answers `/readyz` with 503 and every volume request with an error that
+//! says what it waits for; it serves once the store answers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::future::{Future, IntoFuture};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::routing::post;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::watch;
-use tracing::{error, info, warn};
-use volcore::cgroup::{DevNum, Throttler};
-use volcore::driver::{DriverError, MountDriver};
+use tracing::{info, warn};
+use volcore::cgroup::ThrottleConfig;
+use volcore::hosts::HostError;
+use volcore::mounts::{MountLock, MountView};
 use volcore::{
-    mount_path, Drivers, EngineError, Entry, GlobalConfig, HeldLock, HostName, Keys, KvError,
-    KvStore, LeaseKeeper, LeaseState, LockError, LockKind, LockReason, LockRequest, Locker, Mount,
-    PolicyName, Precondition, RateLimit, TxnOp, Volume, VolumeRef, VolumeSpec, Volumes, WatchEvent,
+    Drivers, EngineError, HostMounts, HostName, Keys, KvStore, LeaseKeeper, LockKind, MountError,
+    MountsConfig, MountsDeps, PolicyName, VolumeRef, Volumes,
 };
 
-/// What to do with a mounted volume when this host's lease was lost and another host has
-/// taken the volume's lock meanwhile.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
-pub enum LeaseLossAction {
-    /// Unmount it (the other host now owns the data).
-    Unmount,
-    /// Keep it mounted and raise an alarm in the log.
-    Keep,
-}
+pub use volcore::LeaseLossAction;
 
 /// volplugin's configuration.
 #[derive(Clone, Debug)]
@@ -48,13 +43,17 @@ pub struct PluginConfig {
     pub plugin_name: String,
     /// This host's label in locks and mount records.
     pub host: HostName,
+    /// This host's state directory (its persistent identity; one process at a time).
+    pub state_dir: PathBuf,
     /// Key prefix.
     pub prefix: String,
     /// Policy for names given without `policy/`.
     pub default_policy: Option<PolicyName>,
     /// Fencing action after a lost lease.
     pub on_lease_loss: LeaseLossAction,
-    /// cgroup v2 directory for `io.max` (v1 blkio is found by itself).
+    /// cgroup v1 parent (under the blkio mount) whose cgroups get rate limits.
+    pub cgroup_parent: PathBuf,
+    /// cgroup v2 parent directory for `io.max` (used when there is no v1 blkio).
     pub cgroup_v2: Option<PathBuf>,
     /// This host's mount root, instead of the global configuration's MountPath (several
     /// plugin instances on one machine, or a host with a different layout).
@@ -67,18 +66,6 @@ pub struct PluginDeps {
     pub kv: Arc<dyn KvStore>,
     /// Storage drivers (with mount support).
     pub drivers: Drivers,
-}
-
-/// The mount record at `mounts/<host>/<policy>/<volume>`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct MountRecord {
-    /// Docker mount IDs using the volume on this host.
-    pub ids: BTreeSet<String>,
-    /// Where it is mounted.
-    pub path: PathBuf,
-    /// The device it is mounted from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<PathBuf>,
 }
 
 /// Checks a plugin name: non-empty, at most 64 bytes, letters, digits, `.`, `_`, `-`.
@@ -95,24 +82,19 @@ pub fn check_plugin_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-struct Inner {
-    cfg: PluginConfig,
-    kv: Arc<dyn KvStore>,
-    keys: Keys,
+/// What the plugin serves with once its store answered.
+struct Ready {
     engine: Volumes,
-    drivers: Drivers,
-    locker: Locker,
-    lease: watch::Receiver<LeaseState>,
-    global: watch::Receiver<GlobalConfig>,
-    volume_locks: Mutex<HashMap<VolumeRef, Arc<tokio::sync::Mutex<()>>>>,
-    held: Mutex<HashMap<VolumeRef, HeldLock>>,
-    throttler: Option<Throttler>,
+    mounts: HostMounts,
+    keeper: LeaseKeeper,
 }
 
-/// A running plugin's handle (for in-process tests).
 #[derive(Clone)]
-pub struct Plugin {
-    inner: Arc<Inner>,
+struct Plugin {
+    cfg: Arc<PluginConfig>,
+    ready: Arc<OnceLock<Ready>>,
+    /// What the plugin waits for while it is not ready.
+    waiting: Arc<Mutex<String>>,
 }
 
 type Reply = Json<Value>;
@@ -121,15 +103,18 @@ fn err(msg: impl std::fmt::Display) -> Reply {
     Json(json!({ "Err": msg.to_string() }))
 }
 
-fn decode_record(e: &Entry) -> Result<MountRecord, KvError> {
-    serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
-        key: e.key.clone(),
-        reason: err.to_string(),
-    })
+fn ok() -> Reply {
+    Json(json!({"Err": ""}))
 }
 
-fn lock_map<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// A Docker request body (`Name`, `ID`, `Opts`; each optional).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct Req {
+    name: String,
+    #[serde(rename = "ID")]
+    id: String,
+    opts: Option<BTreeMap<String, String>>,
 }
 
 impl Plugin {
@@ -137,7 +122,7 @@ impl Plugin {
         if name.contains('/') {
             return VolumeRef::parse(name).map_err(|e| e.to_string());
         }
-        match &self.inner.cfg.default_policy {
+        match &self.cfg.default_policy {
             Some(p) => VolumeRef::parse(&format!("{p}/{name}")).map_err(|e| e.to_string()),
             None => Err(format!(
                 "volume name {name:?} names no policy: write policy/volume (e.g. policy1/{name}), or start volplugin with --default-policy"
@@ -145,385 +130,24 @@ impl Plugin {
         }
     }
 
-    fn volume_lock(&self, v: &VolumeRef) -> Arc<tokio::sync::Mutex<()>> {
-        lock_map(&self.inner.volume_locks)
-            .entry(v.clone())
-            .or_default()
-            .clone()
-    }
-
-    fn spec(&self, vol: &Volume) -> VolumeSpec {
-        VolumeSpec::of(vol, self.inner.global.borrow().timeout)
-    }
-
-    fn mount_point(&self, v: &VolumeRef) -> PathBuf {
-        match &self.inner.cfg.mount_path {
-            Some(root) => mount_path(root, v),
-            None => mount_path(&self.inner.global.borrow().mount_path, v),
-        }
-    }
-
-    async fn record(&self, v: &VolumeRef) -> Result<Option<(MountRecord, u64)>, KvError> {
-        match self
-            .inner
-            .kv
-            .get(&self.inner.keys.mount(&self.inner.cfg.host, v))
-            .await?
-        {
-            None => Ok(None),
-            Some(e) => Ok(Some((decode_record(&e)?, e.mod_rev))),
-        }
-    }
-
-    /// This host's mount record entries, by volume (one store round trip).
-    async fn mount_entries(&self) -> Result<Vec<(VolumeRef, Entry)>, KvError> {
-        let prefix = self.inner.keys.mounts(&self.inner.cfg.host);
-        Ok(self
-            .inner
-            .kv
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .filter_map(|e| {
-                let v = VolumeRef::parse(e.key.strip_prefix(&prefix)?).ok()?;
-                Some((v, e))
-            })
-            .collect())
-    }
-
-    /// This host's mount records, by volume. A corrupt record is skipped (and said), so
-    /// one bad entry cannot stop `List` or the re-establishing of the other locks.
-    async fn mounts_here(&self) -> Result<BTreeMap<VolumeRef, MountRecord>, KvError> {
-        Ok(self
-            .mount_entries()
-            .await?
-            .into_iter()
-            .filter_map(|(v, e)| match decode_record(&e) {
-                Ok(rec) => Some((v, rec)),
-                Err(err) => {
-                    warn!(volume = %v, error = %err, "skipping a corrupt mount record");
-                    None
-                }
-            })
-            .collect())
-    }
-
-    /// Drops the locks a failed mount took: the backend's, then the store's.
-    async fn drop_locks(&self, mounts: &dyn MountDriver, spec: &VolumeSpec, held: &HeldLock) {
-        if let Err(e) = mounts.release(spec, &self.inner.cfg.host).await {
-            warn!(volume = %spec.volume, error = %e, "releasing the storage lock");
-        }
-        let _ = self.inner.locker.release(std::slice::from_ref(held)).await;
-    }
-
-    /// Takes the backend's own lock (Ceph: an RBD lock) under the store's mount lock; one
-    /// another host still holds is stale, and breaking it fences that host.
-    async fn claim(&self, mounts: &dyn MountDriver, spec: &VolumeSpec) -> Result<(), DriverError> {
-        for f in mounts.claim(spec, &self.inner.cfg.host).await? {
-            warn!(volume = %spec.volume, fenced_host = %f.holder, clients = ?f.clients, "took over a volume from a host whose lock had expired; fenced its storage clients");
-        }
-        Ok(())
-    }
-
-    async fn save_record(
-        &self,
-        v: &VolumeRef,
-        rec: &MountRecord,
-        fence: Option<&HeldLock>,
-    ) -> Result<(), KvError> {
-        let mut ops: Vec<TxnOp> = fence.iter().map(|h| h.fence()).collect();
-        ops.push(TxnOp::Put {
-            key: self.inner.keys.mount(&self.inner.cfg.host, v),
-            value: serde_json::to_vec(rec).unwrap_or_default(),
-            pre: Precondition::Any,
-            lease: None,
-        });
-        self.inner.kv.txn(ops).await.map(|_| ())
-    }
-
-    fn apply_limits(&self, v: &VolumeRef, device: Option<&Path>, limits: &RateLimit) {
-        let (Some(t), Some(dev)) = (&self.inner.throttler, device) else {
-            if *limits != RateLimit::default() {
-                warn!(volume = %v, "rate limits set but this host cannot apply them (no cgroup throttling or no block device)");
-            }
-            return;
-        };
-        match DevNum::of(dev).and_then(|d| t.apply(d, limits)) {
-            Ok(()) => info!(volume = %v, device = %dev.display(), ?limits, "rate limits applied"),
-            Err(e) => warn!(volume = %v, error = %e, "could not apply rate limits"),
-        }
-    }
-
-    async fn mount(&self, name: &str, id: &str) -> Result<PathBuf, String> {
-        let v = self.parse_name(name)?;
-        if id.is_empty() {
-            return Err("Mount needs the mount ID Docker sends".into());
-        }
-        let guard = self.volume_lock(&v);
-        let _g = guard.lock().await;
-        let existing = self.record(&v).await.map_err(|e| e.to_string())?;
-        if let Some((mut rec, _)) = existing {
-            if !rec.ids.contains(id) {
-                rec.ids.insert(id.to_owned());
-                let fence = lock_map(&self.inner.held).get(&v).cloned();
-                self.save_record(&v, &rec, fence.as_ref())
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            return Ok(rec.path);
-        }
-        let info = self.inner.engine.get(&v).await.map_err(|e| e.to_string())?;
-        let vol = info.volume;
-        let driver = self
-            .inner
-            .drivers
-            .get(vol.backends.mount)
-            .cloned()
-            .ok_or_else(|| {
-                format!(
-                    "this volplugin has no driver for backend {}",
-                    vol.backends.mount
-                )
-            })?;
-        let Some(mounts) = driver.mounts() else {
-            return Err(format!(
-                "backend {} cannot mount volumes",
-                vol.backends.mount
-            ));
-        };
-        let mut held = None;
-        if !vol.unlocked {
-            let lease = match &*self.inner.lease.borrow() {
-                LeaseState::Live { lease } => lease.clone(),
-                _ => {
-                    return Err(format!(
-                        "volplugin on {} has lost contact with the store; it refuses new mounts of locked volumes until its lease is back",
-                        self.inner.cfg.host
-                    ))
-                }
-            };
-            let h = self
-                .inner
-                .locker
-                .try_acquire(
-                    &[LockRequest::new(
-                        LockKind::Mount,
-                        v.clone(),
-                        LockReason::Mount,
-                    )],
-                    &lease,
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            held = h.into_iter().next();
-        }
-        let at = self.mount_point(&v);
-        let spec = self.spec(&vol);
-        if let Some(h) = &held {
-            if let Err(e) = self.claim(mounts, &spec).await {
-                self.drop_locks(mounts, &spec, h).await;
-                return Err(format!("locking the storage of {v}: {e}"));
-            }
-        }
-        let m: Mount = match mounts.mount(&spec, &at).await {
-            Ok(m) => m,
-            Err(e) => {
-                if let Some(h) = &held {
-                    self.drop_locks(mounts, &spec, h).await;
-                }
-                return Err(format!("mounting {v}: {e}"));
-            }
-        };
-        self.apply_limits(&v, m.device.as_deref(), &info.runtime_options.rate_limit);
-        let rec = MountRecord {
-            ids: BTreeSet::from([id.to_owned()]),
-            path: m.path.clone(),
-            device: m.device.clone(),
-        };
-        if let Err(e) = self.save_record(&v, &rec, held.as_ref()).await {
-            let _ = mounts.unmount(&spec, &m.path).await;
-            if let Some(h) = &held {
-                self.drop_locks(mounts, &spec, h).await;
-            }
-            return Err(format!("recording the mount of {v}: {e}"));
-        }
-        if let Some(h) = held {
-            lock_map(&self.inner.held).insert(v.clone(), h);
-        }
-        info!(volume = %v, id, path = %m.path.display(), "mounted");
-        Ok(m.path)
-    }
-
-    async fn unmount(&self, name: &str, id: &str) -> Result<(), String> {
-        let v = self.parse_name(name)?;
-        let guard = self.volume_lock(&v);
-        let _g = guard.lock().await;
-        let Some((mut rec, _)) = self.record(&v).await.map_err(|e| e.to_string())? else {
-            return Ok(()); // not mounted here: a repeated Unmount is harmless
-        };
-        if !rec.ids.remove(id) {
-            return Ok(());
-        }
-        if !rec.ids.is_empty() {
-            let fence = lock_map(&self.inner.held).get(&v).cloned();
-            return self
-                .save_record(&v, &rec, fence.as_ref())
-                .await
-                .map_err(|e| e.to_string());
-        }
-        self.teardown(&v, &rec).await
-    }
-
-    /// Unmounts, clears limits, deletes the record and releases the lock.
-    async fn teardown(&self, v: &VolumeRef, rec: &MountRecord) -> Result<(), String> {
-        let info = match self.inner.engine.get(v).await {
-            Ok(i) => Some(i),
-            Err(EngineError::VolumeNotFound { .. }) => None,
-            Err(e) => return Err(e.to_string()),
-        };
-        // Limits go first: unmounting flushes dirty data, which a tight write limit would
-        // otherwise stretch past Docker's request timeout.
-        if let (Some(t), Some(dev)) = (&self.inner.throttler, &rec.device) {
-            if let Ok(d) = DevNum::of(dev) {
-                let _ = t.clear(d);
-            }
-        }
-        if let Some(info) = &info {
-            let vol = &info.volume;
-            if let Some(m) = self
-                .inner
-                .drivers
-                .get(vol.backends.mount)
-                .and_then(|d| d.mounts())
-            {
-                let spec = self.spec(vol);
-                if let Err(e) = m.unmount(&spec, &rec.path).await {
-                    // Still mounted: its limits stay in force.
-                    self.apply_limits(v, rec.device.as_deref(), &info.runtime_options.rate_limit);
-                    return Err(format!("unmounting {v}: {e}"));
-                }
-                if !vol.unlocked {
-                    if let Err(e) = m.release(&spec, &self.inner.cfg.host).await {
-                        warn!(volume = %v, error = %e, "releasing the storage lock");
-                    }
-                }
-            }
-        }
-        self.inner
-            .kv
-            .delete(
-                &self.inner.keys.mount(&self.inner.cfg.host, v),
-                Precondition::Any,
+    fn ready(&self) -> Result<&Ready, String> {
+        self.ready.get().ok_or_else(|| {
+            format!(
+                "volplugin on {} is starting: {}",
+                self.cfg.host,
+                self.waiting.lock().map(|w| w.clone()).unwrap_or_default()
             )
-            .await
-            .map_err(|e| e.to_string())?;
-        let held = lock_map(&self.inner.held).remove(v);
-        if let Some(h) = held {
-            if let Err(e) = self.inner.locker.release(&[h]).await {
-                warn!(volume = %v, error = %e, "releasing the mount lock");
-            }
-        }
-        info!(volume = %v, "unmounted");
-        Ok(())
-    }
-
-    /// Re-establishes the locks of mounted volumes with the current lease (after a restart
-    /// or a lost lease); applies the fencing action where another host took one.
-    async fn reestablish(&self) {
-        let Some(lease) = self.inner.lease.borrow().usable().cloned() else {
-            return;
-        };
-        let records = match self.mounts_here().await {
-            Ok(r) => r,
-            Err(e) => {
-                error!(error = %e, "cannot list this host's mounts");
-                return;
-            }
-        };
-        for (v, rec) in records {
-            let vol = match self.inner.engine.get(&v).await {
-                Ok(i) => i.volume,
-                Err(err) => {
-                    warn!(volume = %v, error = %err, "mounted volume has no record; leaving it alone");
-                    continue;
-                }
-            };
-            if vol.unlocked {
-                continue;
-            }
-            let req = [LockRequest::new(
-                LockKind::Mount,
-                v.clone(),
-                LockReason::Mount,
-            )];
-            match self.inner.locker.try_acquire(&req, &lease).await {
-                Ok(h) => {
-                    if let Some(h) = h.into_iter().next() {
-                        lock_map(&self.inner.held).insert(v.clone(), h);
-                    }
-                    info!(volume = %v, "mount lock re-established");
-                    if let Some(m) = self
-                        .inner
-                        .drivers
-                        .get(vol.backends.mount)
-                        .and_then(|d| d.mounts())
-                    {
-                        if let Err(e) = self.claim(m, &self.spec(&vol)).await {
-                            warn!(volume = %v, error = %e, "could not re-take the storage lock");
-                        }
-                    }
-                }
-                Err(LockError::Held { holder }) => {
-                    error!(volume = %v, holder = %holder.host, "another host took this volume while our lease was lost");
-                    lock_map(&self.inner.held).remove(&v);
-                    if self.inner.cfg.on_lease_loss == LeaseLossAction::Unmount {
-                        let guard = self.volume_lock(&v);
-                        let _g = guard.lock().await;
-                        match self.teardown(&v, &rec).await {
-                            Ok(()) => warn!(volume = %v, "fenced: unmounted"),
-                            Err(e) => error!(volume = %v, error = %e, "fencing unmount failed"),
-                        }
-                    } else {
-                        error!(volume = %v, "ALARM: kept mounted although host {} holds it (--on-lease-loss keep)", holder.host);
-                    }
-                }
-                Err(e) => warn!(volume = %v, error = %e, "could not re-establish the mount lock"),
-            }
-        }
-    }
-
-    /// Drops mount records whose mounts are gone (a restart after a crash); keeps the rest.
-    async fn readopt(&self) -> Result<()> {
-        let mut mounted: BTreeMap<VolumeRef, Mount> = BTreeMap::new();
-        for b in self.inner.drivers.backends() {
-            if let Some(m) = self.inner.drivers.get(b).and_then(|d| d.mounts()) {
-                for mt in m.mounted().await.unwrap_or_default() {
-                    mounted.insert(mt.volume.clone(), mt);
-                }
-            }
-        }
-        for (v, e) in self.mount_entries().await? {
-            if !mounted.contains_key(&v) {
-                warn!(volume = %v, "mount record without a mount (crash?); dropping it");
-                let _ = self
-                    .inner
-                    .kv
-                    .delete(&e.key, Precondition::Revision(e.mod_rev))
-                    .await;
-            }
-        }
-        self.reestablish().await;
-        Ok(())
+        })
     }
 
     async fn handle(&self, endpoint: &str, body: &Bytes) -> Reply {
-        #[derive(Deserialize, Default)]
-        #[serde(rename_all = "PascalCase", default)]
-        struct Req {
-            name: String,
-            #[serde(rename = "ID")]
-            id: String,
-            opts: Option<BTreeMap<String, String>>,
+        // Docker discovers the plugin with these two; they need no store.
+        match endpoint {
+            "Plugin.Activate" => return Json(json!({"Implements": ["VolumeDriver"]})),
+            "VolumeDriver.Capabilities" => {
+                return Json(json!({"Capabilities": {"Scope": "global"}}))
+            }
+            _ => {}
         }
         let req: Req = if body.is_empty() {
             Req::default()
@@ -533,128 +157,168 @@ impl Plugin {
                 Err(e) => return err(format!("request body is not valid JSON: {e}")),
             }
         };
+        let r = match self.ready() {
+            Ok(r) => r,
+            Err(e) => return err(e),
+        };
+        if endpoint == "VolumeDriver.List" {
+            return self.list(r).await;
+        }
+        if !endpoint.starts_with("VolumeDriver.") {
+            return err(format!("unknown endpoint /{endpoint}"));
+        }
+        let v = match self.parse_name(&req.name) {
+            Ok(v) => v,
+            Err(e) => return err(e),
+        };
         match endpoint {
-            "Plugin.Activate" => Json(json!({"Implements": ["VolumeDriver"]})),
-            "VolumeDriver.Capabilities" => Json(json!({"Capabilities": {"Scope": "global"}})),
-            "VolumeDriver.Create" => {
-                let v = match self.parse_name(&req.name) {
-                    Ok(v) => v,
-                    Err(e) => return err(e),
-                };
-                match self
-                    .inner
-                    .engine
-                    .create(&v, &req.opts.unwrap_or_default())
-                    .await
-                {
-                    Ok(_) | Err(EngineError::VolumeExists { .. }) => Json(json!({"Err": ""})),
-                    Err(e) => err(e),
-                }
-            }
-            "VolumeDriver.Remove" => {
-                let v = match self.parse_name(&req.name) {
-                    Ok(v) => v,
-                    Err(e) => return err(e),
-                };
-                match self.inner.engine.get(&v).await {
-                    Ok(i) if i.volume.destroy_on_remove => {
-                        match self.inner.engine.remove(&v, false, None).await {
-                            Ok(()) => Json(json!({"Err": ""})),
-                            Err(e) => err(e),
-                        }
-                    }
-                    Ok(_) => {
-                        info!(volume = %v, "docker volume rm: storage kept (the policy does not set destroy-on-remove)");
-                        Json(json!({"Err": ""}))
-                    }
-                    Err(EngineError::VolumeNotFound { .. }) => Json(json!({"Err": ""})),
-                    Err(e) => err(e),
-                }
-            }
-            "VolumeDriver.Mount" => match self.mount(&req.name, &req.id).await {
-                Ok(p) => Json(json!({"Mountpoint": p, "Err": ""})),
+            "VolumeDriver.Create" => match r.engine.create(&v, &req.opts.unwrap_or_default()).await
+            {
+                Ok(_) | Err(EngineError::VolumeExists { .. }) => ok(),
                 Err(e) => err(e),
             },
-            "VolumeDriver.Unmount" => match self.unmount(&req.name, &req.id).await {
-                Ok(()) => Json(json!({"Err": ""})),
-                Err(e) => err(e),
+            "VolumeDriver.Remove" => self.remove(r, &v).await,
+            "VolumeDriver.Mount" => match r.mounts.mount(&v, &req.id).await {
+                Ok(p) => Json(json!({"Mountpoint": p, "Err": ""})),
+                Err(e) => err(mount_error(&e)),
+            },
+            "VolumeDriver.Unmount" => match r.mounts.unmount(&v, &req.id).await {
+                Ok(()) => ok(),
+                Err(e) => err(mount_error(&e)),
             },
             "VolumeDriver.Path" => {
-                let v = match self.parse_name(&req.name) {
-                    Ok(v) => v,
-                    Err(e) => return err(e),
-                };
-                match self.record(&v).await {
-                    Ok(Some((r, _))) => Json(json!({"Mountpoint": r.path, "Err": ""})),
-                    Ok(None) => Json(json!({"Mountpoint": "", "Err": ""})),
-                    Err(e) => err(e),
-                }
+                let p = r.mounts.mounted(&v).map(|m| m.record.path);
+                Json(json!({"Mountpoint": p.unwrap_or_default(), "Err": ""}))
             }
-            "VolumeDriver.Get" => self.get(&req.name).await,
-            "VolumeDriver.List" => {
-                match self.inner.engine.list(None).await {
-                    Ok(vols) => {
-                        // One listing of this host's mounts, not one read per volume:
-                        // Docker calls List for every `docker volume ls`.
-                        let mounted = match self.mounts_here().await {
-                            Ok(m) => m,
-                            Err(e) => return err(e),
-                        };
-                        let out: Vec<Value> = vols
-                            .iter()
-                            .map(|vol| {
-                                let v = vol.reference();
-                                let mp =
-                                    mounted.get(&v).map(|r| r.path.clone()).unwrap_or_default();
-                                json!({"Name": v.to_string(), "Mountpoint": mp})
-                            })
-                            .collect();
-                        Json(json!({"Volumes": out, "Err": ""}))
-                    }
-                    Err(e) => err(e),
-                }
-            }
+            "VolumeDriver.Get" => self.get(r, &v).await,
             other => err(format!("unknown endpoint /{other}")),
         }
     }
 
-    async fn get(&self, name: &str) -> Reply {
-        let v = match self.parse_name(name) {
-            Ok(v) => v,
-            Err(e) => return err(e),
+    async fn remove(&self, r: &Ready, v: &VolumeRef) -> Reply {
+        let destroy = match r.mounts.catalog().get(v) {
+            Some(i) => Ok(i.volume.destroy_on_remove),
+            None => r.engine.get(v).await.map(|i| i.volume.destroy_on_remove),
         };
-        let info = match self.inner.engine.get(&v).await {
-            Ok(i) => i,
-            Err(e) => return err(e),
+        match destroy {
+            Ok(true) => match r.engine.remove(v, false, None).await {
+                Ok(()) => ok(),
+                Err(e) => err(e),
+            },
+            Ok(false) => {
+                info!(volume = %v, "docker volume rm: storage kept (the policy does not set destroy-on-remove)");
+                ok()
+            }
+            Err(EngineError::VolumeNotFound { .. }) => ok(),
+            Err(e) => err(e),
+        }
+    }
+
+    /// Docker calls List for every `docker volume ls`: answered from the watched catalog
+    /// and the host's mounts, without a store round trip.
+    async fn list(&self, r: &Ready) -> Reply {
+        let paths = r.mounts.paths();
+        let names: Vec<VolumeRef> = if r.mounts.catalog().ready() {
+            r.mounts
+                .catalog()
+                .list()
+                .iter()
+                .map(|v| v.reference())
+                .collect()
+        } else {
+            match r.engine.list(None).await {
+                Ok(vols) => vols.iter().map(|v| v.reference()).collect(),
+                Err(e) => return err(e),
+            }
         };
-        let rec = self.record(&v).await.ok().flatten().map(|(r, _)| r);
-        let holder = self
-            .inner
-            .locker
-            .get(LockKind::Mount, &v)
-            .await
-            .ok()
-            .flatten();
+        let out: Vec<Value> = names
+            .iter()
+            .map(|v| {
+                let mp = paths.get(v).cloned().unwrap_or_default();
+                json!({"Name": v.to_string(), "Mountpoint": mp})
+            })
+            .collect();
+        Json(json!({"Volumes": out, "Err": ""}))
+    }
+
+    async fn get(&self, r: &Ready, v: &VolumeRef) -> Reply {
+        let here = r.mounts.mounted(v);
+        let (info, lock) = match &here {
+            // Mounted here: everything is in memory (the lock is ours).
+            Some(m) => (
+                r.mounts
+                    .catalog()
+                    .get(v)
+                    .unwrap_or_else(|| volcore::VolumeInfo {
+                        volume: (*m.volume).clone(),
+                        runtime_options: m.volume.runtime.clone(),
+                    }),
+                lock_json(m),
+            ),
+            None => {
+                let info = match r.mounts.catalog().get(v) {
+                    Some(i) => i,
+                    None => match r.engine.get(v).await {
+                        Ok(i) => i,
+                        Err(e) => return err(e),
+                    },
+                };
+                let holder = r
+                    .mounts
+                    .locker()
+                    .get(LockKind::Mount, v)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|h| json!({"host": h.holder.host, "reason": h.holder.reason, "since": humantime::format_rfc3339_seconds(h.holder.since).to_string()}));
+                (info, holder.unwrap_or(Value::Null))
+            }
+        };
         let status = json!({
             "policy": v.policy.as_str(),
             "size": info.volume.create.size.to_string(),
             "filesystem": info.volume.create.filesystem,
             "backend": info.volume.backends.mount.as_str(),
             "unlocked": info.volume.unlocked,
-            "lock": holder.map(|h| json!({"host": h.holder.host, "reason": h.holder.reason, "since": humantime::format_rfc3339_seconds(h.holder.since).to_string()})),
-            "mounted": rec.as_ref().map(|r| json!({"host": self.inner.cfg.host.as_str(), "path": r.path, "users": r.ids.len()})),
+            "lock": lock,
+            "mounted": here.as_ref().map(|m| json!({"host": self.cfg.host.as_str(), "path": m.record.path, "users": m.record.ids.len()})),
             "runtime": info.runtime_options,
         });
         Json(json!({
             "Volume": {
                 "Name": v.to_string(),
-                "Mountpoint": rec.map(|r| r.path).unwrap_or_default(),
+                "Mountpoint": here.map(|m| m.record.path).unwrap_or_default(),
                 "CreatedAt": humantime::format_rfc3339_seconds(info.volume.created_at).to_string(),
                 "Status": status,
             },
             "Err": "",
         }))
     }
+}
+
+fn lock_json(m: &MountView) -> Value {
+    match &m.lock {
+        MountLock::Unlocked => Value::Null,
+        MountLock::Held(h) => json!({
+            "host": h.holder.host,
+            "reason": h.holder.reason,
+            "since": humantime::format_rfc3339_seconds(h.holder.since).to_string(),
+        }),
+        MountLock::Suspended(h) => json!({
+            "host": h.holder.host,
+            "reason": h.holder.reason,
+            "state": "re-establishing after a lost lease",
+        }),
+        MountLock::Lost(holder) => json!({
+            "host": holder.as_ref().map(|h| h.host.as_str()),
+            "state": "taken by another holder while this host's lease was lost",
+        }),
+    }
+}
+
+/// Docker's `Err` text for a mount lifecycle error.
+fn mount_error(e: &MountError) -> String {
+    e.to_string()
 }
 
 async fn endpoint(
@@ -665,108 +329,136 @@ async fn endpoint(
     p.handle(&ep, &body).await
 }
 
+async fn readyz(State(p): State<Plugin>) -> Response {
+    match p.ready() {
+        Ok(r) if r.mounts.adopted() => Json(json!({"status": "ready"})).into_response(),
+        Ok(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "re-adopting mounts"})),
+        )
+            .into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting", "waiting": why})),
+        )
+            .into_response(),
+    }
+}
+
 /// The plugin's socket path.
 pub fn socket_path(cfg: &PluginConfig) -> PathBuf {
     cfg.socket_dir.join(format!("{}.sock", cfg.plugin_name))
 }
 
-/// Runs volplugin until `shutdown` resolves.
+/// Connects everything that needs the store, retrying with backoff while it is
+/// unreachable. Errors that retrying cannot fix (a host label in use, a held state
+/// directory) end the plugin.
+async fn start(p: &Plugin, deps: PluginDeps) -> Result<Ready> {
+    let cfg = &p.cfg;
+    let keys = Keys::new(&cfg.prefix).context("--prefix")?;
+    let kv = deps.kv;
+    let wait = |what: String| {
+        if let Ok(mut w) = p.waiting.lock() {
+            *w = what;
+        }
+    };
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let global = crate::watch_global(kv.clone(), keys.clone()).await?;
+            let ttl = global.borrow().ttl;
+            let keeper = LeaseKeeper::start(kv.clone(), ttl)
+                .await
+                .context("granting volplugin's lease")?;
+            let mounts = HostMounts::start(
+                MountsDeps {
+                    kv: kv.clone(),
+                    keys: keys.clone(),
+                    drivers: deps.drivers.clone(),
+                    lease: keeper.subscribe(),
+                    global: global.clone(),
+                },
+                MountsConfig {
+                    host: cfg.host.clone(),
+                    state_dir: cfg.state_dir.clone(),
+                    owner: format!("volplugin:{}", cfg.plugin_name),
+                    version: crate::version(),
+                    mount_root: cfg.mount_path.clone(),
+                    on_lease_loss: cfg.on_lease_loss,
+                    throttle: Some(ThrottleConfig {
+                        v1_parent: cfg.cgroup_parent.clone(),
+                        v2_parent: cfg.cgroup_v2.clone(),
+                    }),
+                },
+            )
+            .await;
+            let mounts = match mounts {
+                Ok(m) => m,
+                Err(e) => {
+                    keeper.shutdown().await;
+                    return Err(anyhow::Error::new(e));
+                }
+            };
+            let engine = Volumes::new(
+                kv.clone(),
+                keys.clone(),
+                deps.drivers.clone(),
+                cfg.host.clone(),
+                keeper.subscribe(),
+                global,
+            );
+            anyhow::Ok(Ready {
+                engine,
+                mounts,
+                keeper,
+            })
+        };
+        match attempt.await {
+            Ok(r) => return Ok(r),
+            Err(e) if fatal(&e) => return Err(e),
+            Err(e) => {
+                let what = format!(
+                    "waiting for its store ({e:#}); retrying every {}",
+                    volcore::size::format_duration(pause)
+                );
+                warn!("volplugin {what}");
+                wait(what);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Start errors that no retry fixes.
+fn fatal(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<MountError>(),
+            Some(MountError::Host(
+                HostError::LabelInUse { .. }
+                    | HostError::StateDirInUse { .. }
+                    | HostError::StateDir { .. }
+            ))
+        ) || matches!(
+            c.downcast_ref::<HostError>(),
+            Some(
+                HostError::LabelInUse { .. }
+                    | HostError::StateDirInUse { .. }
+                    | HostError::StateDir { .. }
+            )
+        ) || c.downcast_ref::<volcore::keys::PrefixError>().is_some()
+    })
+}
+
+/// Runs volplugin until `shutdown` resolves (or until a start error no retry can fix).
 pub async fn run(
     cfg: PluginConfig,
     deps: PluginDeps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     check_plugin_name(&cfg.plugin_name)?;
-    let keys = Keys::new(&cfg.prefix).context("--prefix")?;
-    let kv = deps.kv;
-    let global = crate::watch_global(kv.clone(), keys.clone()).await?;
-    let ttl = global.borrow().ttl;
-    let keeper = LeaseKeeper::start(kv.clone(), ttl)
-        .await
-        .context("granting volplugin's lease")?;
-    let engine = Volumes::new(
-        kv.clone(),
-        keys.clone(),
-        deps.drivers.clone(),
-        cfg.host.clone(),
-        keeper.subscribe(),
-        global.clone(),
-    );
-    let locker = Locker::new(kv.clone(), keys.clone(), cfg.host.clone())
-        .with_owner(format!("volplugin:{}", cfg.plugin_name));
-    let throttler = match Throttler::detect(cfg.cgroup_v2.as_deref()) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            warn!(error = %e, "rate limits disabled");
-            None
-        }
-    };
-    let plugin = Plugin {
-        inner: Arc::new(Inner {
-            cfg: cfg.clone(),
-            kv: kv.clone(),
-            keys: keys.clone(),
-            engine,
-            drivers: deps.drivers,
-            locker,
-            lease: keeper.subscribe(),
-            global,
-            volume_locks: Mutex::default(),
-            held: Mutex::default(),
-            throttler,
-        }),
-    };
-    plugin.readopt().await?;
-
-    // Lease changes: a new lease after a loss re-establishes the locks.
-    let p2 = plugin.clone();
-    let mut states = keeper.subscribe();
-    let lease_task = tokio::spawn(async move {
-        let mut last = states.borrow().usable().cloned();
-        while states.changed().await.is_ok() {
-            let s = states.borrow_and_update().clone();
-            match &s {
-                LeaseState::Lost { lease } => {
-                    error!(lease = %lease, "lease lost: refusing new mounts of locked volumes")
-                }
-                LeaseState::Expiring { lease, .. } => {
-                    warn!(lease = %lease, "lease renewals failing")
-                }
-                LeaseState::Live { lease } if last.as_ref() != Some(lease) => {
-                    info!(lease = %lease, "new lease: re-establishing mount locks");
-                    p2.reestablish().await;
-                }
-                LeaseState::Live { .. } => {}
-            }
-            last = s.usable().cloned();
-        }
-    });
-
-    // Runtime changes: re-apply limits of volumes mounted here within moments.
-    let p3 = plugin.clone();
-    let mut runtime = kv
-        .watch(&keys.runtimes(), Some(kv.revision().await?))
-        .await?;
-    let runtime_task = tokio::spawn(async move {
-        while let Some(ev) = runtime.next().await {
-            let Ok(WatchEvent::Put(e)) = ev else { continue };
-            let Some(v) = e
-                .key
-                .strip_prefix(&p3.inner.keys.runtimes())
-                .and_then(|r| VolumeRef::parse(r).ok())
-            else {
-                continue;
-            };
-            let Ok(Some((rec, _))) = p3.record(&v).await else {
-                continue;
-            };
-            match serde_json::from_slice::<volcore::RuntimeOptions>(&e.value) {
-                Ok(r) => p3.apply_limits(&v, rec.device.as_deref(), &r.rate_limit),
-                Err(err) => warn!(volume = %v, error = %err, "bad runtime record"),
-            }
-        }
-    });
-
+    Keys::new(&cfg.prefix).context("--prefix")?;
     std::fs::create_dir_all(&cfg.socket_dir)
         .with_context(|| format!("creating {}", cfg.socket_dir.display()))?;
     let sock = socket_path(&cfg);
@@ -781,21 +473,57 @@ pub async fn run(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
     }
-    println!("volplugin listening on {}", sock.display());
-    info!(socket = %sock.display(), host = %cfg.host, "volplugin started");
+    let plugin = Plugin {
+        cfg: Arc::new(cfg),
+        ready: Arc::new(OnceLock::new()),
+        waiting: Arc::new(Mutex::new("connecting to its store".to_owned())),
+    };
+    info!(socket = %sock.display(), host = %plugin.cfg.host, "volplugin socket bound; connecting to the store");
     let app = Router::new()
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/{endpoint}", post(endpoint))
         .with_state(plugin.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    // The server runs in this future (not a spawned task), so dropping `run` — a crash in
+    // an in-process test — takes everything down with it, as a killed process would.
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        })
+        .into_future();
+    let main = async {
+        let mut shutdown = Box::pin(shutdown);
+        let result = tokio::select! {
+            r = start(&plugin, deps) => r.map(Some),
+            () = &mut shutdown => Ok(None),
+        };
+        let result = match result {
+            Ok(Some(r)) => {
+                let _ = plugin.ready.set(r);
+                // Scripts and tests wait for this line.
+                println!("volplugin listening on {}", sock.display());
+                info!(host = %plugin.cfg.host, "volplugin ready");
+                shutdown.await;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let _ = stop_tx.send(());
+        result
+    };
+    let (served, result) = tokio::join!(server, main);
     let _ = std::fs::remove_file(&sock);
-    lease_task.abort();
-    runtime_task.abort();
-    // Keep the locks of volumes still mounted: the lease runs out on its own unless a
-    // restarted plugin re-adopts them first.
-    keeper.abandon().await;
-    info!("volplugin stopped; locks of mounted volumes expire with the lease unless re-adopted");
-    served.context("serving the plugin socket")?;
-    Ok(())
+    if let Some(r) = Arc::into_inner(plugin.ready).and_then(OnceLock::into_inner) {
+        r.mounts.stop();
+        // Keep the locks of volumes still mounted: the lease runs out on its own unless a
+        // restarted plugin re-adopts them first.
+        r.keeper.abandon().await;
+        info!(
+            "volplugin stopped; locks of mounted volumes expire with the lease unless re-adopted"
+        );
+    }
+    result?;
+    served.context("serving the plugin socket")
 }

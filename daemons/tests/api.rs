@@ -172,3 +172,45 @@ async fn errors_are_json_with_fitting_statuses() {
         assert!(b.get(k).is_some(), "info lacks {k}: {b}");
     }
 }
+
+/// Every user-supplied duration has a bound; outside it the answer is a 400 that names the
+/// bound (before: `?timeout=18446744073709551615s` overflowed `Instant + wait` and
+/// panicked the handler, and the global Timeout had no upper bound).
+#[tokio::test]
+async fn durations_out_of_bounds_are_400_naming_the_bound() {
+    let (app, _keeper) = app().await;
+    let (s, _) = call(&app, "PUT", "/v1/policies/p", r#"{"backend":"null"}"#).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = call(&app, "POST", "/v1/volumes", r#"{"volume":"p/v"}"#).await;
+    assert_eq!(s, StatusCode::CREATED);
+    for q in ["18446744073709551615s", "2h", "100000000000000000000"] {
+        let (s, body) = call(&app, "DELETE", &format!("/v1/volumes/p/v?timeout={q}"), "").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "?timeout={q}: {body}");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("timeout") && msg.contains("1h"), "{msg}");
+    }
+    let (s, body) = call(
+        &app,
+        "POST",
+        "/v1/maintenance",
+        r#"{"volume":"p/v","host":"h","wait":"18446744073709551615s"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("wait"),
+        "{body}"
+    );
+    let (s, body) = call(&app, "PUT", "/v1/global", r#"{"Timeout":100000}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("60 minutes"),
+        "{body}"
+    );
+    // Inside the bounds: fine.
+    let (s, body) = call(&app, "DELETE", "/v1/volumes/p/v?timeout=30s", "").await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+}

@@ -4,131 +4,18 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
+mod plugin_common;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use plugin_common::*;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
-use volcore::testing::FlakyKv;
-use volcore::{Drivers, HostName, KvStore, MemKv, PolicyName};
+use volcore::policy::BackendKind;
+use volcore::testing::{FakeDriver, FlakyKv};
+use volcore::{Drivers, HostName, KvStore, MemKv};
 use volcore_daemons::plugin::{run, LeaseLossAction, PluginConfig, PluginDeps};
-
-fn tmp(name: &str) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "plugin-{}-{}-{name}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&p).unwrap();
-    p
-}
-
-async fn call(sock: &Path, endpoint: &str, body: Value) -> Value {
-    let mut s = tokio::net::UnixStream::connect(sock)
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", sock.display()));
-    let body = body.to_string();
-    let req = format!(
-        "POST /{endpoint} HTTP/1.1\r\nHost: plugin\r\nContent-Type: application/vnd.docker.plugins.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let text = String::from_utf8_lossy(&out);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
-
-struct Host {
-    sock: PathBuf,
-    task: JoinHandle<anyhow::Result<()>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Host {
-    async fn start(
-        kv: Arc<dyn KvStore>,
-        drivers: Drivers,
-        host: &str,
-        dir: &Path,
-        prefix: &str,
-        on_loss: LeaseLossAction,
-    ) -> Self {
-        let cfg = PluginConfig {
-            socket_dir: dir.to_path_buf(),
-            plugin_name: format!("vp-{host}"),
-            host: HostName::new(host).unwrap(),
-            prefix: prefix.to_owned(),
-            default_policy: Some(PolicyName::new("policy1").unwrap()),
-            on_lease_loss: on_loss,
-            cgroup_v2: None,
-            mount_path: None,
-        };
-        let sock = volcore_daemons::plugin::socket_path(&cfg);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(cfg, PluginDeps { kv, drivers }, async {
-            let _ = rx.await;
-        }));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::UnixStream::connect(&sock).await.is_err() {
-            assert!(Instant::now() < deadline, "plugin socket never came up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self {
-            sock,
-            task,
-            stop: Some(tx),
-        }
-    }
-
-    /// Clean stop (SIGTERM path).
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-
-    /// Crash: no cleanup at all (like SIGKILL).
-    async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-}
-
-async fn store(ttl_secs: u64) -> (Arc<dyn KvStore>, String) {
-    let kv: Arc<dyn KvStore> = Arc::new(MemKv::new());
-    let prefix = "/vp".to_owned();
-    kv.put(
-        &format!("{prefix}/global"),
-        format!(
-            r#"{{"TTL":{ttl_secs},"Timeout":1,"MountPath":"{}"}}"#,
-            tmp("mnt").display()
-        )
-        .into_bytes(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    (kv, prefix)
-}
-
-async fn upload(kv: &Arc<dyn KvStore>, prefix: &str, name: &str, json: &str) {
-    let p = volcore::Policy::from_json(&PolicyName::new(name).unwrap(), json.as_bytes()).unwrap();
-    kv.put(
-        &format!("{prefix}/policies/{name}"),
-        p.to_json(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
-}
-
-const NULL: &str = r#"{"backend":"null","create":{"size":"10MB"}}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_and_refcounts() {
@@ -345,9 +232,11 @@ async fn names_without_policy_need_a_default() {
         socket_dir: dir.clone(),
         plugin_name: "nodefault".into(),
         host: HostName::new("h").unwrap(),
+        state_dir: dir.join("state"),
         prefix: prefix.clone(),
         default_policy: None,
         on_lease_loss: LeaseLossAction::Unmount,
+        cgroup_parent: PathBuf::from("volcore-test-unused"),
         cgroup_v2: None,
         mount_path: None,
     };
@@ -365,11 +254,7 @@ async fn names_without_policy_need_a_default() {
         },
     ));
     let sock = dir.join("nodefault.sock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::UnixStream::connect(&sock).await.is_err() {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_serving(&sock).await;
     let r = call(&sock, "VolumeDriver.Create", json!({"Name": "plain"})).await;
     assert!(
         r["Err"]
@@ -589,11 +474,13 @@ async fn lost_lease_fences_by_unmounting() {
     upload(&mem, &prefix, "policy1", NULL).await;
     let flaky = FlakyKv::new(mem.clone());
     let flaky_kv: Arc<dyn KvStore> = Arc::new(flaky.clone());
-    let shared = Drivers::new().with_null();
+    // Two machines on one storage system, each with its own mount table.
+    let fa = FakeDriver::new(BackendKind::Null);
+    let fb = fa.another_host();
     let dir = tmp("sock");
     let a = Host::start(
         flaky_kv,
-        shared.clone(),
+        Drivers::new().with(Arc::new(fa.clone())),
         "host-a",
         &dir,
         &prefix,
@@ -602,7 +489,7 @@ async fn lost_lease_fences_by_unmounting() {
     .await;
     let b = Host::start(
         mem.clone(),
-        shared.clone(),
+        Drivers::new().with(Arc::new(fb.clone())),
         "host-b",
         &dir,
         &prefix,
@@ -669,6 +556,12 @@ async fn lost_lease_fences_by_unmounting() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The fence is the driver's unmount, not only a deleted record.
+    assert!(
+        fa.mounted_volumes().is_empty(),
+        "host-a's driver still has the volume mounted"
+    );
+    assert_eq!(fb.mounted_volumes().len(), 1);
     let lock = mem
         .get(&format!("{prefix}/locks/mount/policy1/fenced"))
         .await
@@ -679,8 +572,13 @@ async fn lost_lease_fences_by_unmounting() {
     b.stop().await;
 }
 
-fn blkio(file: &str) -> String {
-    std::fs::read_to_string(format!("/sys/fs/cgroup/blkio/{file}")).unwrap_or_default()
+const BLKIO: &str = "/sys/fs/cgroup/blkio";
+
+fn throttle_in(cgroup: &Path, num: &str) -> Option<u64> {
+    std::fs::read_to_string(cgroup.join("blkio.throttle.write_bps_device"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{num} "))?.trim().parse().ok())
 }
 
 fn dev_num(dev: &str) -> String {
@@ -689,9 +587,35 @@ fn dev_num(dev: &str) -> String {
         .to_string()
 }
 
-/// A real loop-file volume mounted through the plugin, throttled through cgroup v1 blkio:
-/// the measured direct-I/O write rate is within 20 % of the limit, and a runtime change
-/// is applied to the mounted volume within 5 s.
+/// Writes `bytes` with direct I/O from a process inside `cgroup`; returns the rate.
+fn dd_rate_in(cgroup: &Path, file: &Path, bytes: u64) -> f64 {
+    let start = Instant::now();
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "echo $$ > {}/cgroup.procs && exec dd if=/dev/zero of={} bs=64k count={} oflag=direct",
+                cgroup.display(),
+                file.display(),
+                bytes / 65536
+            ),
+        ])
+        .output()
+        .unwrap();
+    let took = start.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bytes as f64 / took
+}
+
+/// A real loop-file volume mounted through the plugin, throttled where a container's I/O
+/// is charged (cgroup v1 blkio is not hierarchical): in a cgroup that existed before the
+/// mount and in one made after it (a container started later, caught by the watcher),
+/// measured from a process inside that cgroup — within 20 % of the limit — and a runtime
+/// change reaches both within 5 s; the unmount clears them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_volume_mount_and_rate_limits() {
     let (kv, prefix) = store(30).await;
@@ -703,17 +627,16 @@ async fn local_volume_mount_and_rate_limits() {
         &format!(r#"{{"backend":"local","create":{{"size":"64MiB"}},"runtime":{{"rate-limit":{{"write-bps":{limit}}}}}}}"#),
     )
     .await;
+    let parent_name = format!("volcore-test-{}", std::process::id());
+    let parent = Path::new(BLKIO).join(&parent_name);
+    let before = parent.join("before");
+    std::fs::create_dir_all(&before).unwrap();
     let local = volcore_daemons::drivers(&tmp("local-state"), None, false).unwrap();
     let dir = tmp("sock");
-    let a = Host::start(
-        kv.clone(),
-        local,
-        "host-a",
-        &dir,
-        &prefix,
-        LeaseLossAction::Unmount,
-    )
-    .await;
+    let a = HostSpec::new(kv.clone(), local, "host-a", &dir, &prefix)
+        .cgroup_parent(&parent_name)
+        .start()
+        .await;
     assert_eq!(
         call(
             &a.sock,
@@ -741,54 +664,50 @@ async fn local_volume_mount_and_rate_limits() {
     .unwrap();
     let dev = rec["device"].as_str().unwrap().to_owned();
     let num = dev_num(&dev);
-    assert!(
-        blkio("blkio.throttle.write_bps_device").contains(&format!("{num} {limit}")),
-        "limit not applied"
+    assert_eq!(
+        throttle_in(&before, &num),
+        Some(limit),
+        "limit not applied to an existing cgroup"
     );
-    // A real filesystem on a real loop device.
+    // A container started after the mount: its cgroup gets the limit as it appears.
+    let after = parent.join("after");
+    std::fs::create_dir(&after).unwrap();
+    let start = Instant::now();
+    while throttle_in(&after, &num) != Some(limit) {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "a new cgroup did not get the limit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mounted = volcore::mountinfo::current().unwrap();
     let mi = mounted
         .iter()
         .find(|x| x.mount_point == mp)
         .expect("mounted");
     assert_eq!(mi.fs_type, "ext4");
-    // Measure: 2 MiB of direct writes at 1 MiB/s take about 2 s.
-    let bytes: u64 = 2 << 20;
-    let start = Instant::now();
-    let out = std::process::Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            &format!("of={}/data", mp.display()),
-            "bs=64k",
-            &format!("count={}", bytes / 65536),
-            "oflag=direct",
-        ])
-        .output()
-        .unwrap();
-    let took = start.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rate = bytes as f64 / took;
-    assert!(
-        (rate - limit as f64).abs() <= 0.2 * limit as f64,
-        "measured {rate:.0} B/s against a limit of {limit} B/s ({took:.2} s)"
-    );
-    // A runtime change reaches the mounted volume within 5 s.
-    let engine_kv = kv.clone();
+    // Measured inside each cgroup: 2 MiB of direct writes at 1 MiB/s take about 2 s.
+    for cg in [&before, &after] {
+        let rate = dd_rate_in(cg, &mp.join("data"), 2 << 20);
+        assert!(
+            (rate - limit as f64).abs() <= 0.2 * limit as f64,
+            "{}: measured {rate:.0} B/s against a limit of {limit} B/s",
+            cg.display()
+        );
+    }
+    // A runtime change reaches the mounted volume in every cgroup within 5 s.
     let rt = format!(r#"{{"rate-limit":{{"write-bps":{}}}}}"#, 2 * limit);
-    engine_kv
-        .put(
-            &format!("{prefix}/runtime/policy1/fast"),
-            rt.into_bytes(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    kv.put(
+        &format!("{prefix}/runtime/policy1/fast"),
+        rt.into_bytes(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let start = Instant::now();
-    while !blkio("blkio.throttle.write_bps_device").contains(&format!("{num} {}", 2 * limit)) {
+    while throttle_in(&before, &num) != Some(2 * limit)
+        || throttle_in(&after, &num) != Some(2 * limit)
+    {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "runtime change not applied within 5 s"
@@ -804,10 +723,8 @@ async fn local_volume_mount_and_rate_limits() {
         .await["Err"],
         ""
     );
-    assert!(
-        !blkio("blkio.throttle.write_bps_device").contains(&format!("{num} ")),
-        "limit left after unmount"
-    );
+    assert_eq!(throttle_in(&before, &num), None, "limit left after unmount");
+    assert_eq!(throttle_in(&after, &num), None, "limit left after unmount");
     assert!(
         !volcore::mountinfo::current()
             .unwrap()
@@ -816,6 +733,9 @@ async fn local_volume_mount_and_rate_limits() {
         "still mounted"
     );
     a.stop().await;
+    for cg in [&before, &after, &parent] {
+        let _ = std::fs::remove_dir(cg);
+    }
 }
 
 /// volplugin scenarios 15 and 42: volumes of different policies are isolated, and 15

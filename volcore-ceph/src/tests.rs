@@ -492,3 +492,135 @@ async fn list_reads_each_pool_once_and_skips_foreign_images() {
     assert_eq!(got, ["p2/c", "policy1/a", "policy1/b"]);
     x.assert_done();
 }
+
+const WATCHER_A: &str =
+    r#"{"watchers":[{"address":"127.0.0.1:0/2472843881","client":4180,"cookie":140074385673664}]}"#;
+const LOCK_A: &str =
+    r#"[{"id":"volcore:host-a","locker":"client.4182","address":"127.0.0.1:0/4226454590"}]"#;
+
+/// A takeover fences every client that has the image open before it breaks the stale
+/// lock (so a failure between the two cannot leave the old host writing), and a retry
+/// after a failed fence — whose `lock add` now succeeds, the stale lock being gone —
+/// still fences the old host's open client before the volume is ours.
+#[tokio::test]
+async fn a_takeover_fences_open_clients_first_and_on_every_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = Arc::new(FakeExec::new());
+    let d = driver(Attach::Krbd, &x, dir.path());
+    let s = spec("p/v");
+    let h2 = HostName::new("host-b").unwrap();
+    let fence = "ceph -c /etc/ceph/test.conf osd blocklist add 127.0.0.1:0/2472843881";
+    // First try: the old host still has the image open and its lock is in place; the
+    // fence fails (the monitor is unreachable, say). Nothing is broken, nothing locked.
+    x.ok(&format!("{C} device list --format json"), "[]")
+        .ok(&format!("{C} status --format json rbd/p.v"), WATCHER_A)
+        .fail(fence, 110, "error connecting to the cluster\n");
+    let e = d.claim(&s, &h2).await.unwrap_err();
+    assert!(e.to_string().contains("fence"), "{e}");
+    x.assert_done();
+    // Second try: fence first, then break the stale lock, then lock.
+    x.ok(&format!("{C} device list --format json"), "[]")
+        .ok(&format!("{C} status --format json rbd/p.v"), WATCHER_A)
+        .ok(fence, "")
+        .fail(
+            &format!("{C} lock add rbd/p.v volcore:host-b"),
+            16,
+            "rbd: lock is already held by someone else\n",
+        )
+        .ok(&format!("{C} lock ls --format json rbd/p.v"), LOCK_A)
+        .ok(
+            &format!("{C} lock rm rbd/p.v volcore:host-a client.4182"),
+            "",
+        )
+        .ok(&format!("{C} lock add rbd/p.v volcore:host-b"), "");
+    let fenced = d.claim(&s, &h2).await.unwrap();
+    assert_eq!(fenced.len(), 1, "{fenced:?}");
+    assert_eq!(fenced[0].holder, "host-a");
+    assert_eq!(
+        fenced[0].clients,
+        ["127.0.0.1:0/2472843881", "127.0.0.1:0/4226454590"]
+    );
+    x.assert_done();
+}
+
+/// The hole as it was: an earlier takeover broke the stale lock and died before it
+/// fenced. The retry's `lock add` succeeds at once — and must still fence the client
+/// that has the image open.
+#[tokio::test]
+async fn a_retry_after_a_half_done_takeover_still_fences() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = Arc::new(FakeExec::new());
+    let d = driver(Attach::Krbd, &x, dir.path());
+    let s = spec("p/v");
+    let h2 = HostName::new("host-b").unwrap();
+    x.ok(&format!("{C} device list --format json"), "[]")
+        .ok(&format!("{C} status --format json rbd/p.v"), WATCHER_A)
+        .ok(
+            "ceph -c /etc/ceph/test.conf osd blocklist add 127.0.0.1:0/2472843881",
+            "",
+        )
+        .ok(&format!("{C} lock add rbd/p.v volcore:host-b"), "");
+    let fenced = d.claim(&s, &h2).await.unwrap();
+    assert_eq!(fenced.len(), 1, "{fenced:?}");
+    assert_eq!(fenced[0].clients, ["127.0.0.1:0/2472843881"]);
+    x.assert_done();
+}
+
+/// Re-claiming an image this host has attached (a restarted plugin re-adopting its mount)
+/// fences nobody: the open client is this host's own.
+#[tokio::test]
+async fn re_claiming_an_image_attached_here_fences_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = Arc::new(FakeExec::new());
+    let d = driver(Attach::Krbd, &x, dir.path());
+    let s = spec("p/v");
+    let h2 = HostName::new("host-b").unwrap();
+    let mapped =
+        r#"[{"id":"0","pool":"rbd","namespace":"","name":"p.v","snap":"-","device":"/dev/rbd0"}]"#;
+    x.ok(&format!("{C} device list --format json"), mapped)
+        .fail(
+            &format!("{C} lock add rbd/p.v volcore:host-b"),
+            16,
+            "rbd: lock is already held by someone else\n",
+        )
+        .ok(
+            &format!("{C} lock ls --format json rbd/p.v"),
+            r#"[{"id":"volcore:host-b","locker":"client.4190","address":"127.0.0.1:0/1"}]"#,
+        );
+    assert!(d.claim(&s, &h2).await.unwrap().is_empty());
+    x.assert_done();
+}
+
+/// One hung `rbd` command stalls only its own image: a mount of another image runs to
+/// completion meanwhile (before: one driver-wide mutex held every mount and unmount of
+/// the host behind the hung command).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_command_stalls_only_its_own_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = Arc::new(FakeExec::unordered());
+    let d = Arc::new(driver(Attach::Krbd, &x, dir.path()));
+    let mut slow = spec("p/slow");
+    slow.timeout = Duration::from_secs(10);
+    let at_slow = dir.path().join("mnt/p/slow");
+    let at_fast = dir.path().join("mnt/p/fast");
+    x.ok(&format!("{C} device list --format json"), "[]")
+        .hang(&format!("{C} device map rbd/p.slow"))
+        .ok(&format!("{C} device list --format json"), "[]")
+        .ok(&format!("{C} device map rbd/p.fast"), "/dev/rbd1\n")
+        .ok(
+            &format!("mount -t ext4 /dev/rbd1 {}", at_fast.display()),
+            "",
+        );
+    let d2 = d.clone();
+    let hung = tokio::spawn(async move { d2.mount(&slow, &at_slow).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fast = tokio::time::timeout(Duration::from_secs(3), d.mount(&spec("p/fast"), &at_fast))
+        .await
+        .expect("the mount of another image waited for the hung command")
+        .unwrap();
+    assert_eq!(
+        fast.device.as_deref(),
+        Some(std::path::Path::new("/dev/rbd1"))
+    );
+    hung.abort();
+}

@@ -240,6 +240,11 @@ impl NullDriver {
         self.with(|st| st.volumes.iter().cloned().collect())
     }
 
+    /// The volumes mounted now.
+    pub fn mounted_volumes(&self) -> Vec<VolumeRef> {
+        self.with(|st| st.mounted.keys().cloned().collect())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut NullState) -> T) -> T {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut st)

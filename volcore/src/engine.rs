@@ -173,6 +173,16 @@ pub struct VolumeInfo {
     pub runtime_options: RuntimeOptions,
 }
 
+/// What became of a publish whose answer was an error.
+enum Settled {
+    /// It applied: the record is there.
+    Committed,
+    /// It did not apply (and cannot any more); the error to report.
+    NotCommitted(KvError),
+    /// The store never said; storage is kept.
+    Unknown(EngineError),
+}
+
 /// A policy revision.
 #[derive(Clone, PartialEq, Eq, Debug, serde::Serialize)]
 pub struct PolicyRevision {
@@ -541,17 +551,22 @@ impl Volumes {
             pre: Precondition::Any,
         }));
         if let Err(e) = self.kv.txn(ops).await {
-            // Lost our locks (or the store) after making storage: undo it.
-            if let Some(d) = &crud {
-                self.destroy_quietly(d.as_ref(), &spec).await;
+            match self.settle_publish(vref, &volume, &held, e).await {
+                Settled::Committed => {}
+                Settled::NotCommitted(e) => {
+                    // Lost our locks (or the store) after making storage: undo it.
+                    if let Some(d) = &crud {
+                        self.destroy_quietly(d.as_ref(), &spec).await;
+                    }
+                    return Err(match e {
+                        KvError::Conflict { .. } => EngineError::BadRequest(format!(
+                            "lost the locks on {vref} while creating it (lease expired?); nothing was kept, retry"
+                        )),
+                        e => e.into(),
+                    });
+                }
+                Settled::Unknown(e) => return Err(e),
             }
-            self.release_quietly(&held).await;
-            return Err(match e {
-                KvError::Conflict { .. } => EngineError::BadRequest(format!(
-                    "lost the locks on {vref} while creating it (lease expired?); nothing was kept, retry"
-                )),
-                e => e.into(),
-            });
         }
         info!("volume created");
         let runtime_options = volume.runtime.clone();
@@ -601,6 +616,63 @@ impl Volumes {
             }
             Err(e) => {
                 warn!(volume = %spec.volume, error = %e, "could not destroy storage made by a failed operation")
+            }
+        }
+    }
+
+    /// Decides what became of a publish (record + runtime + unlock) that failed with `err`.
+    /// A conflict means our locks were gone, so the fenced publish cannot have applied. An
+    /// unknown outcome (timeout, lost connection) is settled by releasing the locks with
+    /// their fencing tokens and reading the record in one transaction: once the locks are
+    /// gone a late publish can no longer apply, and the read says whether it did. Storage
+    /// is destroyed only when the record is known not to exist.
+    async fn settle_publish(
+        &self,
+        vref: &VolumeRef,
+        volume: &Volume,
+        held: &[HeldLock],
+        err: KvError,
+    ) -> Settled {
+        if !err.is_retryable() {
+            self.release_quietly(held).await;
+            return Settled::NotCommitted(err);
+        }
+        warn!(error = %err, "publish outcome unknown; settling it before touching the storage");
+        let vkey = self.keys.volume(vref);
+        let mut ops = vec![TxnOp::Read {
+            key: vkey.clone(),
+            pre: Precondition::Any,
+        }];
+        ops.extend(held.iter().map(|h| TxnOp::Delete {
+            key: h.key.clone(),
+            pre: Precondition::CreateRevision(h.token),
+        }));
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let res = match self.kv.txn(ops.clone()).await {
+                // Our locks were still there (now released): the publish never applied.
+                Ok(_) => return Settled::NotCommitted(err),
+                // The locks are gone: the publish took them, or the lease ran out.
+                Err(KvError::Conflict { .. }) => self.kv.get(&vkey).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(Some(e)) if decode::<Volume>(&e).ok().as_ref() == Some(volume) => {
+                    info!("the publish had committed");
+                    return Settled::Committed;
+                }
+                Ok(_) => return Settled::NotCommitted(err),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    debug!(error = %e, "store still unreachable; settling the publish again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Settled::Unknown(EngineError::BadRequest(format!(
+                        "the store did not answer whether volume {vref} was recorded ({e}); its storage was kept — run volcli check to reconcile"
+                    )))
+                }
             }
         }
     }
@@ -712,6 +784,10 @@ impl Volumes {
             key: self.keys.runtime(vref),
             pre: Precondition::Any,
         });
+        ops.push(TxnOp::Delete {
+            key: self.keys.epoch(vref),
+            pre: Precondition::Any,
+        });
         ops.extend(held.iter().map(|h| TxnOp::Delete {
             key: h.key.clone(),
             pre: Precondition::Any,
@@ -747,6 +823,10 @@ impl Volumes {
             },
             TxnOp::Delete {
                 key: self.keys.lock(LockKind::Op, vref),
+                pre: Precondition::Any,
+            },
+            TxnOp::Delete {
+                key: self.keys.epoch(vref),
                 pre: Precondition::Any,
             },
         ];
@@ -945,13 +1025,18 @@ impl Volumes {
             pre: Precondition::Any,
         }));
         if let Err(e) = self.kv.txn(ops).await {
-            if let Some(b) = volume.backends.crud {
-                if let Ok(cd) = self.driver(b) {
-                    self.destroy_quietly(cd.as_ref(), &tspec).await;
+            match self.settle_publish(&tref, &volume, &held, e).await {
+                Settled::Committed => {}
+                Settled::NotCommitted(e) => {
+                    if let Some(b) = volume.backends.crud {
+                        if let Ok(cd) = self.driver(b) {
+                            self.destroy_quietly(cd.as_ref(), &tspec).await;
+                        }
+                    }
+                    return Err(e.into());
                 }
+                Settled::Unknown(e) => return Err(e),
             }
-            self.release_quietly(&held).await;
-            return Err(e.into());
         }
         info!(snapshot = %snap, target = %tref, "volume copied from snapshot");
         Ok(VolumeInfo {

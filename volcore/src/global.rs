@@ -37,8 +37,13 @@ impl GlobalConfig {
     pub const DEFAULT_MOUNT_PATH: &'static str = "/mnt/ceph";
     /// Shortest TTL accepted.
     pub const MIN_TTL: Duration = Duration::from_secs(1);
-    /// Longest TTL accepted (a dead host's locks must expire within a working day).
+    /// Longest TTL accepted (a dead host's locks must expire within the hour).
     pub const MAX_TTL: Duration = Duration::from_secs(3600);
+    /// Shortest operation timeout accepted.
+    pub const MIN_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Longest operation timeout accepted: a storage command or a lock wait longer than
+    /// an hour is a hang, not work.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
     /// Parses and validates the published (or canonical) JSON form.
     pub fn from_json(bytes: &[u8]) -> Result<Self, PolicyError> {
@@ -111,10 +116,11 @@ impl GlobalConfig {
                 self.ttl.as_secs()
             )));
         }
-        if self.timeout < Duration::from_secs(60) {
-            return Err(PolicyError::Global(
-                "Timeout must be at least 1 minute".into(),
-            ));
+        if self.timeout < Self::MIN_TIMEOUT || self.timeout > Self::MAX_TIMEOUT {
+            return Err(PolicyError::Global(format!(
+                "Timeout {} minute(s) is out of range; use 1 to 60 minutes",
+                self.timeout.as_secs() / 60
+            )));
         }
         check_mount_path(&self.mount_path)
     }

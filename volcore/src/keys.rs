@@ -202,6 +202,18 @@ impl Keys {
         format!("{}/hosts/{host}", self.prefix)
     }
 
+    /// `hosts/`.
+    pub fn hosts(&self) -> String {
+        format!("{}/hosts/", self.prefix)
+    }
+
+    /// `epochs/<policy>/<volume>`: bumped by every acquisition of the volume's mount lock
+    /// (its mod revision is the epoch), so a host back from a lost lease can tell "nobody
+    /// used it" from "someone took it and let go".
+    pub fn epoch(&self, v: &VolumeRef) -> String {
+        format!("{}/epochs/{}/{}", self.prefix, v.policy, v.volume)
+    }
+
     /// `maintenance/<session>`: marks a lease as a `volcli use exec` session.
     pub fn maintenance(&self, session: &crate::kv::LeaseId) -> String {
         // Lease ids come from the store (digits, or hex and '-'); keep only those

@@ -2,7 +2,8 @@
 //!
 //! Policy-driven persistent volumes for containers on a cluster of hosts: the model
 //! (names, sizes, policies, volumes, runtime options, global configuration), the KV store
-//! trait with an in-memory backend, the lease keeper and use locks.
+//! trait with an in-memory backend, the lease keeper and use locks, the volume engine
+//! ([`Volumes`]) and a host's mount lifecycle ([`HostMounts`]).
 //!
 //! volcore names no network client and no storage system: etcd and the embedded store
 //! live in `volcore-kv`, storage drivers in their own crates, and the daemons compose them.
@@ -13,17 +14,20 @@
 
 #![warn(missing_docs)]
 
+pub mod catalog;
 pub mod cgroup;
 pub mod driver;
 pub mod engine;
 pub mod exec;
 pub mod global;
+pub mod hosts;
 pub mod keys;
 pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod loopdev;
 pub mod mountinfo;
+pub mod mounts;
 pub mod name;
 pub mod policy;
 mod serde_time;
@@ -46,6 +50,7 @@ pub use kv::{
 };
 pub use lease::{LeaseKeeper, LeaseState};
 pub use lock::{HeldLock, LockError, LockHolder, LockInfo, LockReason, LockRequest, Locker};
+pub use mounts::{HostMounts, LeaseLossAction, MountError, MountsConfig, MountsDeps};
 pub use name::{HostName, NameError, PolicyName, SnapshotName, VolumeName, VolumeRef};
 pub use policy::{BackendKind, Backends, Policy, PolicyError, RateLimit, RuntimeOptions};
 pub use size::{Size, ValueError};

@@ -13,7 +13,17 @@
 //! the caller chooses: a plugin uses a stable owner (its plugin name), so a second mount
 //! of a volume, or the same plugin after a restart, re-acquires its own lock (re-bound to
 //! the new lease, keeping its fencing token); the volume engine uses a fresh owner per
-//! operation, so two operations never share a lock, even inside one daemon.
+//! operation, so two operations never share a lock, even inside one daemon. A locker may
+//! also carry its host's persistent identity and its process instance
+//! ([`Locker::with_identity`]): a lock whose holder names another identity is never
+//! taken for one's own, even under the same host label.
+//!
+//! **Epochs.** Every acquisition of a volume's `mount` lock also writes the volume's epoch
+//! key (`epochs/<policy>/<volume>`) in the same transaction; its mod revision is the epoch
+//! ([`HeldLock::epoch`]). A holder that lost its lease re-takes the lock only with
+//! [`LockRequest::continuing`] its epoch: the transaction checks that the epoch key is
+//! unchanged, i.e. that nobody else held the lock in between, even briefly (ABA). When
+//! it changed the answer is [`LockError::EpochChanged`] and no lock is taken.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -72,6 +82,12 @@ pub struct LockHolder {
     /// Who on the host holds it (a plugin name, or one engine operation).
     #[serde(default)]
     pub owner: String,
+    /// The holder's persistent host identity (its state directory's id), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// The holding process instance (random per start), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// One lock to take.
@@ -83,6 +99,9 @@ pub struct LockRequest {
     pub volume: VolumeRef,
     /// Why.
     pub reason: LockReason,
+    /// For a `mount` lock: re-take it only if the volume's epoch is still this one (the
+    /// epoch the caller held it under); `None` starts a new epoch.
+    pub continuing: Option<Revision>,
 }
 
 impl LockRequest {
@@ -92,7 +111,14 @@ impl LockRequest {
             kind,
             volume,
             reason,
+            continuing: None,
         }
+    }
+
+    /// Re-take a `mount` lock held before under `epoch`, only if nobody held it since.
+    pub fn continuing(mut self, epoch: Revision) -> Self {
+        self.continuing = Some(epoch);
+        self
     }
 }
 
@@ -105,6 +131,9 @@ pub struct HeldLock {
     pub token: Revision,
     /// The holder record as stored.
     pub holder: LockHolder,
+    /// For a `mount` lock: the volume's epoch this lock was taken under (the revision of
+    /// the epoch key), `None` for other kinds.
+    pub epoch: Option<Revision>,
 }
 
 impl HeldLock {
@@ -158,6 +187,25 @@ pub enum LockError {
         /// The key whose check failed.
         key: String,
     },
+    /// A `continuing` re-take found the volume's epoch changed: another holder had the
+    /// lock in between (it may have written to the volume). No lock was taken.
+    #[error("volume {volume} was locked by another holder since this host held it (epoch {expected}, now {})", .now.map_or_else(|| "none".to_owned(), |n| n.to_string()))]
+    EpochChanged {
+        /// The volume.
+        volume: VolumeRef,
+        /// The epoch the caller held it under.
+        expected: Revision,
+        /// The epoch now (`None`: the epoch key is gone, e.g. the volume was removed).
+        now: Option<Revision>,
+    },
+    /// A lock changed hands while it was being force-removed; nothing was removed.
+    #[error("lock {key} changed while it was being removed: {}; nothing was removed — if that holder is dead too, run the command again", .now.as_ref().map_or_else(|| "it was released".to_owned(), |h| format!("host {} holds it now for {} since {}", h.host, h.reason, humantime::format_rfc3339_seconds(h.since))))]
+    Changed {
+        /// The key.
+        key: String,
+        /// Its holder now, if any.
+        now: Option<Box<LockHolder>>,
+    },
     /// Two requests in one call name the same lock.
     #[error("lock {key} is requested twice in one call")]
     Duplicate {
@@ -176,6 +224,8 @@ pub struct Locker {
     keys: Keys,
     host: HostName,
     owner: String,
+    host_id: Option<String>,
+    instance: Option<String>,
 }
 
 impl Locker {
@@ -187,6 +237,18 @@ impl Locker {
             keys,
             host,
             owner,
+            host_id: None,
+            instance: None,
+        }
+    }
+
+    /// The same locker, recording this host's persistent identity and this process's
+    /// instance in the locks it takes; a lock naming another identity is not ours.
+    pub fn with_identity(&self, host_id: impl Into<String>, instance: impl Into<String>) -> Self {
+        Self {
+            host_id: Some(host_id.into()),
+            instance: Some(instance.into()),
+            ..self.clone()
         }
     }
 
@@ -216,7 +278,59 @@ impl Locker {
     }
 
     fn is_ours(&self, holder: &LockHolder) -> bool {
-        holder.host == self.host && holder.owner == self.owner
+        let same_identity = match (&holder.host_id, &self.host_id) {
+            (Some(theirs), Some(ours)) => theirs == ours,
+            // Locks taken before identities existed, or by a locker without one.
+            _ => true,
+        };
+        holder.host == self.host && holder.owner == self.owner && same_identity
+    }
+
+    /// The epoch write (new tenure) or check (continuing one) for a `mount` request.
+    fn epoch_op(&self, r: &LockRequest, holder: &LockHolder) -> Option<TxnOp> {
+        if r.kind != LockKind::Mount {
+            return None;
+        }
+        let key = self.keys.epoch(&r.volume);
+        Some(match r.continuing {
+            Some(e) => TxnOp::Check {
+                key,
+                pre: Precondition::Revision(e),
+            },
+            None => TxnOp::Put {
+                key,
+                value: serde_json::to_vec(&serde_json::json!({
+                    "host": holder.host,
+                    "owner": holder.owner,
+                    "reason": holder.reason,
+                    "since": humantime::format_rfc3339_millis(holder.since).to_string(),
+                }))
+                .unwrap_or_default(),
+                pre: Precondition::Any,
+                lease: None,
+            },
+        })
+    }
+
+    /// The epoch a request's lock is held under once `revision` committed.
+    fn epoch_of(r: &LockRequest, revision: Revision) -> Option<Revision> {
+        (r.kind == LockKind::Mount).then_some(r.continuing.unwrap_or(revision))
+    }
+
+    /// A conflict on an epoch check means another holder came and went.
+    async fn epoch_changed(&self, reqs: &[LockRequest], key: &str) -> Option<LockError> {
+        let r = reqs
+            .iter()
+            .find(|r| r.continuing.is_some() && self.keys.epoch(&r.volume) == key)?;
+        let now = match self.kv.get(key).await {
+            Ok(e) => e.map(|e| e.mod_rev),
+            Err(e) => return Some(e.into()),
+        };
+        Some(LockError::EpochChanged {
+            volume: r.volume.clone(),
+            expected: r.continuing.unwrap_or_default(),
+            now,
+        })
     }
 
     /// Takes every lock in `reqs` with `lease`, all or none, waiting up to `wait` for
@@ -255,7 +369,10 @@ impl Locker {
         wait: Duration,
         checks: &[TxnOp],
     ) -> Result<(Vec<HeldLock>, Vec<Option<Entry>>), LockError> {
-        let deadline = Instant::now() + wait;
+        // A wait too long to represent is "for ever" (a year), never an overflow.
+        let deadline = Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400));
         let now = SystemTime::now();
         let mut items = Vec::with_capacity(reqs.len());
         for r in reqs {
@@ -271,24 +388,34 @@ impl Locker {
                 since: now,
                 lease: lease.as_str().to_owned(),
                 owner: self.owner.clone(),
+                host_id: self.host_id.clone(),
+                instance: self.instance.clone(),
             };
             items.push((key, holder));
         }
         let check_failed = |key: &str| checks.iter().any(|c| c.key() == key);
+        let epoch_ops: Vec<TxnOp> = reqs
+            .iter()
+            .zip(&items)
+            .filter_map(|(r, (_, h))| self.epoch_op(r, h))
+            .collect();
         // Fast path: one round trip when nobody holds any of them.
         let mut ops = checks.to_vec();
         for (key, h) in &items {
             ops.push(put_op(key, h, Precondition::Absent, lease)?);
         }
+        ops.extend(epoch_ops.iter().cloned());
         match self.kv.txn(ops).await {
             Ok(out) => {
                 debug!(locks = items.len(), host = %self.host, "locks taken");
                 let held = items
                     .into_iter()
-                    .map(|(key, holder)| HeldLock {
+                    .zip(reqs)
+                    .map(|((key, holder), r)| HeldLock {
                         key,
                         token: out.revision,
                         holder,
+                        epoch: Self::epoch_of(r, out.revision),
                     })
                     .collect();
                 return Ok((held, out.reads));
@@ -296,7 +423,11 @@ impl Locker {
             Err(KvError::Conflict { key, .. }) if check_failed(&key) => {
                 return Err(LockError::CheckFailed { key })
             }
-            Err(KvError::Conflict { .. }) => {}
+            Err(KvError::Conflict { key, .. }) => {
+                if let Some(e) = self.epoch_changed(reqs, &key).await {
+                    return Err(e);
+                }
+            }
             Err(KvError::LeaseLost { lease }) => return Err(LockError::LeaseLost { lease }),
             Err(e) => return Err(e.into()),
         }
@@ -316,6 +447,7 @@ impl Locker {
                             key: key.clone(),
                             token: 0,
                             holder: want.clone(),
+                            epoch: None,
                         };
                         held.push((lock, true));
                     }
@@ -326,6 +458,7 @@ impl Locker {
                                 key: key.clone(),
                                 token: e.create_rev,
                                 holder: h.clone(),
+                                epoch: None,
                             };
                             held.push((lock, false));
                             if e.lease.as_ref() == Some(lease) {
@@ -354,14 +487,17 @@ impl Locker {
                 }
             }
             let Some((entry, holder)) = blocked else {
+                ops.extend(epoch_ops.iter().cloned());
                 match self.kv.txn(ops).await {
                     Ok(out) => {
                         let held: Vec<HeldLock> = held
                             .into_iter()
-                            .map(|(mut h, created)| {
+                            .zip(reqs)
+                            .map(|((mut h, created), r)| {
                                 if created {
                                     h.token = out.revision;
                                 }
+                                h.epoch = Self::epoch_of(r, out.revision);
                                 h
                             })
                             .collect();
@@ -371,7 +507,12 @@ impl Locker {
                     Err(KvError::Conflict { key, .. }) if check_failed(&key) => {
                         return Err(LockError::CheckFailed { key })
                     }
-                    Err(KvError::Conflict { .. }) => continue,
+                    Err(KvError::Conflict { key, .. }) => {
+                        if let Some(e) = self.epoch_changed(reqs, &key).await {
+                            return Err(e);
+                        }
+                        continue;
+                    }
                     Err(KvError::LeaseLost { lease }) => {
                         return Err(LockError::LeaseLost { lease })
                     }
@@ -500,35 +641,44 @@ impl Locker {
     }
 
     /// Removes a volume's locks whoever holds them (`volcli use force-remove`); returns
-    /// the holders removed.
+    /// the holders removed. Only the locks as read are removed, in one transaction: if one
+    /// changed hands meanwhile, nothing is removed and the answer names its new holder.
     pub async fn force_remove(
         &self,
         volume: &VolumeRef,
         kinds: &[LockKind],
     ) -> Result<Vec<LockHolder>, LockError> {
+        let keys: Vec<String> = kinds.iter().map(|k| self.keys.lock(*k, volume)).collect();
+        let current = futures::future::try_join_all(keys.iter().map(|k| self.kv.get(k))).await?;
+        let mut ops = Vec::new();
         let mut removed = Vec::new();
-        for kind in kinds {
-            let key = self.keys.lock(*kind, volume);
-            if let Some(e) = self.kv.get(&key).await? {
-                match self
-                    .kv
-                    .delete(&key, Precondition::Revision(e.mod_rev))
-                    .await
-                {
-                    Ok(true) => {
-                        let h = self.decode(&e)?;
-                        info!(key = %key, holder = %h.host, "lock force-removed");
-                        removed.push(h);
-                    }
-                    Ok(false) | Err(KvError::Conflict { .. }) => {
-                        // Released or replaced meanwhile: delete whatever is there now.
-                        self.kv.delete(&key, Precondition::Any).await?;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        for e in current.into_iter().flatten() {
+            removed.push(self.decode(&e)?);
+            ops.push(TxnOp::Delete {
+                key: e.key.clone(),
+                // The exact entry read: same create and mod revision.
+                pre: Precondition::Revision(e.mod_rev),
+            });
         }
-        Ok(removed)
+        if ops.is_empty() {
+            return Ok(removed);
+        }
+        match self.kv.txn(ops).await {
+            Ok(_) => {
+                for h in &removed {
+                    info!(volume = %volume, kind = %h.kind, holder = %h.host, "lock force-removed");
+                }
+                Ok(removed)
+            }
+            Err(KvError::Conflict { key, .. }) => {
+                let now = match self.kv.get(&key).await? {
+                    Some(e) => Some(Box::new(self.decode(&e)?)),
+                    None => None,
+                };
+                Err(LockError::Changed { key, now })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

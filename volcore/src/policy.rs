@@ -114,6 +114,12 @@ pub enum PolicyError {
         /// The offending key.
         name: String,
     },
+    /// `unlocked` on a backend whose volumes only one host may mount.
+    #[error("unlocked volumes need a backend that several hosts can mount at once (nfs); backend {backend} is block storage with a local filesystem on it, which a second host's mount would corrupt: remove \"unlocked\" (or the unlocked option)")]
+    UnlockedBlockBackend {
+        /// The mount backend.
+        backend: BackendKind,
+    },
     /// A mkfs template is empty.
     #[error("the mkfs command for filesystem {fs:?} is empty; write e.g. \"mkfs.ext4 -m0 %\" (% is the device)")]
     EmptyTemplate {
@@ -198,6 +204,14 @@ impl BackendKind {
     /// Whether this backend creates and destroys storage (NFS does not).
     pub fn creates_storage(self) -> bool {
         !matches!(self, Self::Nfs | Self::Null)
+    }
+
+    /// Whether several hosts may mount one volume at once (an `unlocked` volume): only a
+    /// shared filesystem (NFS) allows it; a block device with ext4 or xfs on it is
+    /// corrupted by a second host's mount. The null backend stores nothing, so sharing
+    /// it harms nothing.
+    pub fn allows_shared_mounts(self) -> bool {
+        matches!(self, Self::Nfs | Self::Null)
     }
 }
 
@@ -746,6 +760,11 @@ impl Policy {
     /// are merged into a copy for a volume.
     pub fn validate(&self) -> Result<(), PolicyError> {
         self.backends.validate()?;
+        if self.unlocked && !self.backends.mount.allows_shared_mounts() {
+            return Err(PolicyError::UnlockedBlockBackend {
+                backend: self.backends.mount,
+            });
+        }
         for k in self.filesystems.keys() {
             let ok = !k.is_empty()
                 && k.len() <= 64
@@ -1049,7 +1068,7 @@ mod tests {
     fn serialize_round_trip() {
         let p = parse(
             r#"{"backend":"ceph","driver":{"pool":"rbd"},"create":{"size":"1.5GB","filesystem":"xfs"},
-                "filesystems":{"xfs":"mkfs.xfs -f %"},"unlocked":true,
+                "filesystems":{"xfs":"mkfs.xfs -f %"},"destroy-on-remove":true,
                 "runtime":{"snapshots":true,"snapshot":{"frequency":"30m","keep":20},"rate-limit":{"write-bps":1000}}}"#,
         )
         .unwrap();

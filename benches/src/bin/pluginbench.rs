@@ -120,6 +120,8 @@ async fn main() -> Result<()> {
             &work.display().to_string(),
             "--local-state",
             &work.join("local").display().to_string(),
+            "--state-dir",
+            &work.join("state").display().to_string(),
         ])
         .arg("--allow-null-backend")
         .env("RUST_LOG", "warn")

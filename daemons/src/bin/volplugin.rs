@@ -36,9 +36,18 @@ struct Args {
     /// Policy for volume names given without `policy/`.
     #[arg(long, env = "VOLPLUGIN_DEFAULT_POLICY")]
     default_policy: Option<String>,
-    /// What to do with a mounted volume another host took while this host's lease was lost.
-    #[arg(long, value_enum, default_value = "unmount")]
+    /// What to do with a mounted volume another host took while this host's lease was
+    /// lost: unmount, or keep (mounted for its current users, no new ones; alarm).
+    #[arg(long, env = "VOLPLUGIN_ON_LEASE_LOSS", default_value = "unmount")]
     on_lease_loss: LeaseLossAction,
+    /// This host's state directory: its persistent identity (`host-id`), held by one
+    /// process at a time (default: /var/lib/volcore/plugin-<plugin-name>).
+    #[arg(long, env = "VOLPLUGIN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// cgroup v1 parent, under the blkio mount, of the containers whose I/O rate limits
+    /// apply to (Docker's cgroupfs driver: docker).
+    #[arg(long, env = "VOLPLUGIN_CGROUP_PARENT", default_value = "docker")]
+    cgroup_parent: PathBuf,
     /// State directory of the local (loop-file) driver.
     #[arg(
         long,
@@ -49,7 +58,8 @@ struct Args {
     /// Serve the `null` backend (no storage work; for tests and benchmarks).
     #[arg(long, env = "VOLCORE_ALLOW_NULL_BACKEND")]
     allow_null_backend: bool,
-    /// cgroup v2 directory whose io.max takes rate limits (v1 blkio is found by itself).
+    /// cgroup v2 parent directory whose io.max takes rate limits (used when the host has
+    /// no v1 blkio hierarchy).
     #[arg(long, env = "VOLPLUGIN_CGROUP_V2")]
     cgroup_v2: Option<PathBuf>,
     /// Mount root on this host, instead of the global configuration's MountPath.
@@ -76,8 +86,13 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("opening store {}", a.kv))?;
     let drivers = volcore_daemons::drivers(&a.local_state, Some(&a.ceph), a.allow_null_backend)?;
+    let state_dir = a
+        .state_dir
+        .unwrap_or_else(|| PathBuf::from(format!("/var/lib/volcore/plugin-{}", a.plugin_name)));
     let cfg = PluginConfig {
         socket_dir: a.socket_dir,
+        state_dir,
+        cgroup_parent: a.cgroup_parent,
         plugin_name: a.plugin_name,
         host,
         prefix: a.prefix,

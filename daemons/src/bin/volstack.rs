@@ -82,7 +82,9 @@ async fn main() -> Result<()> {
         host: HostName::new(host.as_str())?,
         prefix: Keys::DEFAULT_PREFIX.into(),
         default_policy: Some(p1),
+        state_dir: a.state.join("plugin"),
         on_lease_loss: LeaseLossAction::Unmount,
+        cgroup_parent: PathBuf::from("docker"),
         cgroup_v2: None,
         mount_path: None,
     };

@@ -212,6 +212,8 @@ pub fn plugin_env(
         .args([
             "--local-state",
             &c.state.join("local").display().to_string(),
+            "--state-dir",
+            &c.state.join(format!("plugin-{host}")).display().to_string(),
         ])
         .envs(ceph_env(&c.state, host))
         .env("RUST_LOG", "warn")

@@ -1,8 +1,9 @@
 //! [`FakeDriver`]: an in-memory storage driver that records every call and injects faults
 //! (an error or a hang) at any step.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -38,6 +39,12 @@ pub enum Step {
     Mount,
     /// `unmount`.
     Unmount,
+    /// `mounted` (the host's mount listing).
+    Mounted,
+    /// `claim` (the backend's own lock).
+    Claim,
+    /// `release`.
+    Release,
 }
 
 /// What happens at a faulty step.
@@ -55,15 +62,25 @@ struct State {
     faults: HashMap<Step, Fault>,
 }
 
-/// An in-memory driver for tests: the [`NullDriver`]'s storage model (volumes, snapshots,
-/// mounts), plus a record of every call and an error or a hang at any step where told
-/// to. Cheap to clone (shared state).
+/// Mount tables of every simulated host, by (host index, volume).
+type MountTable = Arc<Mutex<BTreeMap<(usize, VolumeRef), PathBuf>>>;
+
+/// An in-memory driver for tests: the [`NullDriver`]'s storage model (volumes, snapshots),
+/// a mount table per simulated host, a record of every call, and an error or a hang at
+/// any step where told to. Cheap to clone (a clone is the same host); [`another_host`]
+/// is a second machine on the same storage.
+///
+/// [`another_host`]: FakeDriver::another_host
 #[derive(Clone, Debug)]
 pub struct FakeDriver {
     backend: BackendKind,
     store: Arc<NullDriver>,
     state: Arc<Mutex<State>>,
+    host: usize,
+    mounts: MountTable,
 }
+
+static HOSTS: AtomicUsize = AtomicUsize::new(0);
 
 impl FakeDriver {
     /// A fake serving `backend`.
@@ -72,7 +89,24 @@ impl FakeDriver {
             backend,
             store: Arc::default(),
             state: Arc::default(),
+            host: HOSTS.fetch_add(1, Ordering::Relaxed),
+            mounts: Arc::default(),
         }
+    }
+
+    /// The same storage seen from another machine: its own mounts, calls and faults.
+    pub fn another_host(&self) -> Self {
+        Self {
+            backend: self.backend,
+            store: self.store.clone(),
+            state: Arc::default(),
+            host: HOSTS.fetch_add(1, Ordering::Relaxed),
+            mounts: self.mounts.clone(),
+        }
+    }
+
+    fn table<T>(&self, f: impl FnOnce(&mut BTreeMap<(usize, VolumeRef), PathBuf>) -> T) -> T {
+        f(&mut self.mounts.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -98,6 +132,16 @@ impl FakeDriver {
     /// The volumes that exist in this fake's storage.
     pub fn volumes(&self) -> Vec<VolumeRef> {
         self.store.volumes()
+    }
+
+    /// The volumes mounted now on this fake's host.
+    pub fn mounted_volumes(&self) -> Vec<VolumeRef> {
+        self.table(|t| {
+            t.keys()
+                .filter(|(h, _)| *h == self.host)
+                .map(|(_, v)| v.clone())
+                .collect()
+        })
     }
 
     async fn enter(&self, step: Step, call: String) -> Result<(), DriverError> {
@@ -135,6 +179,17 @@ impl VolumeDriver for FakeDriver {
     async fn destroy(&self, spec: &VolumeSpec) -> Result<(), DriverError> {
         self.enter(Step::Destroy, format!("destroy {}", spec.volume))
             .await?;
+        let busy = self.table(|t| {
+            t.iter()
+                .find(|((_, v), _)| *v == spec.volume)
+                .map(|(_, at)| at.clone())
+        });
+        if let Some(at) = busy {
+            return Err(DriverError::Busy {
+                what: format!("volume {}", spec.volume),
+                detail: format!("it is mounted at {}", at.display()),
+            });
+        }
         self.store.destroy(spec).await
     }
     async fn exists(&self, spec: &VolumeSpec) -> Result<bool, DriverError> {
@@ -162,7 +217,17 @@ impl MountDriver for FakeDriver {
             format!("mount {} {}", spec.volume, at.display()),
         )
         .await?;
-        MountDriver::mount(self.store.as_ref(), spec, at).await
+        if !self.store.exists(spec).await? {
+            return Err(DriverError::NotFound {
+                what: format!("volume {}", spec.volume),
+            });
+        }
+        self.table(|t| t.insert((self.host, spec.volume.clone()), at.to_path_buf()));
+        Ok(Mount {
+            volume: spec.volume.clone(),
+            path: at.to_path_buf(),
+            device: None,
+        })
     }
     async fn unmount(&self, spec: &VolumeSpec, at: &Path) -> Result<(), DriverError> {
         self.enter(
@@ -170,10 +235,38 @@ impl MountDriver for FakeDriver {
             format!("unmount {} {}", spec.volume, at.display()),
         )
         .await?;
-        MountDriver::unmount(self.store.as_ref(), spec, at).await
+        self.table(|t| t.remove(&(self.host, spec.volume.clone())));
+        Ok(())
     }
     async fn mounted(&self) -> Result<Vec<Mount>, DriverError> {
-        MountDriver::mounted(self.store.as_ref()).await
+        self.enter(Step::Mounted, "mounted".into()).await?;
+        Ok(self.table(|t| {
+            t.iter()
+                .filter(|((h, _), _)| *h == self.host)
+                .map(|((_, v), at)| Mount {
+                    volume: v.clone(),
+                    path: at.clone(),
+                    device: None,
+                })
+                .collect()
+        }))
+    }
+    async fn claim(
+        &self,
+        spec: &VolumeSpec,
+        host: &crate::name::HostName,
+    ) -> Result<Vec<crate::driver::Fenced>, DriverError> {
+        self.enter(Step::Claim, format!("claim {} {host}", spec.volume))
+            .await?;
+        Ok(Vec::new())
+    }
+    async fn release(
+        &self,
+        spec: &VolumeSpec,
+        host: &crate::name::HostName,
+    ) -> Result<(), DriverError> {
+        self.enter(Step::Release, format!("release {} {host}", spec.volume))
+            .await
     }
 }
 

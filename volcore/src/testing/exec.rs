@@ -25,12 +25,22 @@ pub struct FakeExec {
     script: Mutex<VecDeque<(String, Reply)>>,
     calls: Mutex<Vec<String>>,
     surprises: Mutex<Vec<String>>,
+    unordered: bool,
 }
 
 impl FakeExec {
     /// No expectations yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Expectations matched in any order (the first expected line equal to the command
+    /// runs): for operations that run concurrently.
+    pub fn unordered() -> Self {
+        Self {
+            unordered: true,
+            ..Self::default()
+        }
     }
 
     /// Expects `line` (program and arguments joined by single spaces) next; it prints
@@ -111,7 +121,13 @@ impl Exec for FakeExec {
     async fn run(&self, cmd: &Cmd) -> Result<Output, ExecError> {
         let line = cmd.to_string();
         self.calls.lock().unwrap().push(line.clone());
-        let next = self.script.lock().unwrap().pop_front();
+        let next = {
+            let mut script = self.script.lock().unwrap();
+            match script.iter().position(|(l, _)| *l == line) {
+                Some(i) if self.unordered => script.remove(i),
+                _ => script.pop_front(),
+            }
+        };
         match next {
             Some((want, reply)) if want == line => match reply {
                 Reply::Exit(o) => Ok(o),

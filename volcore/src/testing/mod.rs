@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use counting::{CountingKv, KvCalls};
 pub use driver::{FakeDriver, Fault, Step};
 pub use exec::FakeExec;
-pub use flaky::FlakyKv;
+pub use flaky::{FlakyKv, KvCall, KvFault};
 
 /// What a backend can promise about time, for the timing-sensitive cases.
 #[derive(Clone, Copy, Debug)]
