@@ -25,7 +25,7 @@ case "$cmd" in
     img="$dir/busybox-root"
     mkdir -p "$img/bin"
     cp /bin/busybox "$img/bin/busybox"
-    for t in sh ls cat echo mount df dd sleep true test grep wc; do ln -sf busybox "$img/bin/$t"; done
+    for t in sh ls cat echo mount df dd sleep true test grep wc time; do ln -sf busybox "$img/bin/$t"; done
     tar -C "$img" -c . | DOCKER_HOST="unix://$sock" docker import - busybox:local >/dev/null
     echo "$sock"
     ;;

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -53,11 +53,30 @@ pub struct MasterDeps {
 
 #[derive(Clone)]
 struct AppState {
-    engine: Volumes,
+    /// Set once the store answered (see [`serve`]).
+    engine: Arc<OnceLock<Volumes>>,
+    /// What volmaster waits for until then.
+    waiting: Arc<Mutex<String>>,
     kv: Arc<dyn KvStore>,
     keys: Keys,
     started: Instant,
     cfg: Arc<MasterConfig>,
+}
+
+impl AppState {
+    /// The engine, or a 503 that says what volmaster still waits for.
+    fn engine(&self) -> ApiResult<&Volumes> {
+        self.engine.get().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                format!(
+                    "volmaster is starting: {}",
+                    self.waiting.lock().map(|w| w.clone()).unwrap_or_default()
+                ),
+            )
+        })
+    }
 }
 
 /// Runs volmaster until `shutdown` resolves. Prints `volmaster listening on ADDR` once
@@ -73,7 +92,10 @@ pub async fn run(
     serve(cfg, deps, listener, shutdown).await
 }
 
-/// Like [`run`], on a listener the caller bound.
+/// Like [`run`], on a listener the caller bound. It serves at once: while its store is
+/// unreachable, `/readyz` answers 503 and every API call a 503 that says what volmaster
+/// waits for; it retries the store with backoff and serves the API once it answers. A
+/// store outage later never stops it.
 pub async fn serve(
     cfg: MasterConfig,
     deps: MasterDeps,
@@ -86,41 +108,98 @@ pub async fn serve(
     if cfg.allow_null_backend {
         drivers = drivers.with_null();
     }
-    let global = crate::watch_global(kv.clone(), keys.clone()).await?;
-    let ttl = global.borrow().ttl;
-    let keeper = LeaseKeeper::start(kv.clone(), ttl)
-        .await
-        .context("granting volmaster's lease")?;
-    let engine = Volumes::new(
-        kv.clone(),
-        keys.clone(),
-        drivers,
-        cfg.host.clone(),
-        keeper.subscribe(),
-        global,
-    );
     let addr = listener.local_addr()?;
     println!("volmaster listening on {addr}");
     info!(%addr, store = %cfg.kv_spec, prefix = %cfg.prefix, "volmaster started");
     let state = AppState {
-        engine,
-        kv,
-        keys,
+        engine: Arc::new(OnceLock::new()),
+        waiting: Arc::new(Mutex::new("connecting to its store".to_owned())),
+        kv: kv.clone(),
+        keys: keys.clone(),
         started: Instant::now(),
         cfg: Arc::new(cfg),
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    keeper.shutdown().await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        })
+        .into_future();
+    let main = async {
+        let mut shutdown = Box::pin(shutdown);
+        let keeper = tokio::select! {
+            k = connect(&state, &kv, &keys, drivers) => Some(k),
+            () = &mut shutdown => None,
+        };
+        if keeper.is_some() {
+            info!("volmaster ready");
+            shutdown.await;
+        }
+        let _ = stop_tx.send(());
+        keeper
+    };
+    let (served, keeper) = tokio::join!(server, main);
+    if let Some(k) = keeper {
+        k.shutdown().await;
+    }
     info!("volmaster stopped");
-    Ok(())
+    served.context("serving the REST API")
+}
+
+/// Reads the global configuration, takes a lease and builds the engine, retrying with
+/// backoff while the store is unreachable.
+async fn connect(
+    state: &AppState,
+    kv: &Arc<dyn KvStore>,
+    keys: &Keys,
+    drivers: Drivers,
+) -> LeaseKeeper {
+    drivers.recover().await;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let global = crate::watch_global(kv.clone(), keys.clone()).await?;
+            let ttl = global.borrow().ttl;
+            let keeper = LeaseKeeper::start(kv.clone(), ttl)
+                .await
+                .context("granting volmaster's lease")?;
+            anyhow::Ok((global, keeper))
+        };
+        match attempt.await {
+            Ok((global, keeper)) => {
+                let engine = Volumes::new(
+                    kv.clone(),
+                    keys.clone(),
+                    drivers,
+                    state.cfg.host.clone(),
+                    keeper.subscribe(),
+                    global,
+                );
+                let _ = state.engine.set(engine);
+                return keeper;
+            }
+            Err(e) => {
+                let what = format!(
+                    "waiting for its store {} ({e:#}); retrying every {}",
+                    state.cfg.kv_spec,
+                    volcore::size::format_duration(pause)
+                );
+                warn!("volmaster {what}");
+                if let Ok(mut w) = state.waiting.lock() {
+                    *w = what;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// The router, for in-process tests.
 pub fn test_router(kv: Arc<dyn KvStore>, engine: Volumes, keys: Keys) -> Router {
     router(AppState {
-        engine,
+        engine: Arc::new(OnceLock::from(engine)),
+        waiting: Arc::default(),
         kv,
         keys,
         started: Instant::now(),
@@ -355,6 +434,14 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes, what: &str) -> ApiResult<
 // ----- health and info ------------------------------------------------------------------
 
 async fn readyz(State(s): State<AppState>) -> Response {
+    if let Err(e) = s.engine() {
+        // Not a failed request: the answer is the state (no warning logged).
+        return (
+            e.status,
+            Json(json!({"error": {"code": e.code, "message": e.message}})),
+        )
+            .into_response();
+    }
     match tokio::time::timeout(Duration::from_secs(2), s.kv.revision()).await {
         Ok(Ok(rev)) => Json(json!({"status": "ready", "store_revision": rev})).into_response(),
         Ok(Err(e)) => ApiError::new(
@@ -392,24 +479,24 @@ async fn info_handler(State(s): State<AppState>) -> Json<Value> {
 // ----- global ---------------------------------------------------------------------------
 
 async fn global_get(State(s): State<AppState>) -> ApiResult<Json<GlobalConfig>> {
-    Ok(Json(s.engine.global().await?))
+    Ok(Json(s.engine()?.global().await?))
 }
 
 async fn global_put(State(s): State<AppState>, b: Bytes) -> ApiResult<Json<GlobalConfig>> {
-    Ok(Json(s.engine.set_global(&b).await?))
+    Ok(Json(s.engine()?.set_global(&b).await?))
 }
 
 // ----- policies -------------------------------------------------------------------------
 
 async fn policies_list(State(s): State<AppState>) -> ApiResult<Json<Value>> {
     Ok(Json(
-        serde_json::to_value(s.engine.policies().await?).unwrap_or_default(),
+        serde_json::to_value(s.engine()?.policies().await?).unwrap_or_default(),
     ))
 }
 
 async fn policy_get(State(s): State<AppState>, Path(p): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(
-        serde_json::to_value(s.engine.policy(&policy_name(&p)?).await?).unwrap_or_default(),
+        serde_json::to_value(s.engine()?.policy(&policy_name(&p)?).await?).unwrap_or_default(),
     ))
 }
 
@@ -418,7 +505,7 @@ async fn policy_put(
     Path(p): Path<String>,
     b: Bytes,
 ) -> ApiResult<Json<Value>> {
-    let r = s.engine.upload_policy(&policy_name(&p)?, &b).await?;
+    let r = s.engine()?.upload_policy(&policy_name(&p)?, &b).await?;
     Ok(Json(serde_json::to_value(r).unwrap_or_default()))
 }
 
@@ -428,7 +515,7 @@ async fn policy_delete(
     RawQuery(q): RawQuery,
 ) -> ApiResult<StatusCode> {
     let q = query(q)?;
-    s.engine
+    s.engine()?
         .delete_policy(&policy_name(&p)?, query_bool(&q, "force")?)
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -438,7 +525,7 @@ async fn revisions_list(
     State(s): State<AppState>,
     Path(p): Path<String>,
 ) -> ApiResult<Json<Vec<u64>>> {
-    Ok(Json(s.engine.policy_revisions(&policy_name(&p)?).await?))
+    Ok(Json(s.engine()?.policy_revisions(&policy_name(&p)?).await?))
 }
 
 async fn revision_get(
@@ -448,7 +535,7 @@ async fn revision_get(
     let rev: u64 = r
         .parse()
         .map_err(|_| ApiError::bad(format!("revision {r:?} is not a number")))?;
-    let got = s.engine.policy_revision(&policy_name(&p)?, rev).await?;
+    let got = s.engine()?.policy_revision(&policy_name(&p)?, rev).await?;
     Ok(Json(serde_json::to_value(got).unwrap_or_default()))
 }
 
@@ -508,7 +595,7 @@ async fn volume_create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let req: CreateRequest = body(&b, "the create request")?;
     let v = VolumeRef::parse(&req.volume).map_err(|e| ApiError::bad(e.to_string()))?;
-    let info = s.engine.create(&v, &req.options).await?;
+    let info = s.engine()?.create(&v, &req.options).await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(info).unwrap_or_default()),
@@ -523,7 +610,7 @@ async fn volumes_list(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiRe
         .map(|p| policy_name(p))
         .transpose()?;
     Ok(Json(
-        serde_json::to_value(s.engine.list(p.as_ref()).await?).unwrap_or_default(),
+        serde_json::to_value(s.engine()?.list(p.as_ref()).await?).unwrap_or_default(),
     ))
 }
 
@@ -532,7 +619,7 @@ async fn volume_get(
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        serde_json::to_value(s.engine.get(&vref(&p, &v)?).await?).unwrap_or_default(),
+        serde_json::to_value(s.engine()?.get(&vref(&p, &v)?).await?).unwrap_or_default(),
     ))
 }
 
@@ -544,7 +631,7 @@ async fn volume_remove(
     let q = query(q)?;
     let force = query_bool(&q, "force")?;
     let timeout = query_duration(&q, "timeout")?;
-    s.engine.remove(&vref(&p, &v)?, force, timeout).await?;
+    s.engine()?.remove(&vref(&p, &v)?, force, timeout).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -552,7 +639,7 @@ async fn volume_remove_record(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    s.engine.force_remove_record(&vref(&p, &v)?).await?;
+    s.engine()?.force_remove_record(&vref(&p, &v)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -561,7 +648,7 @@ async fn runtime_get(
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        serde_json::to_value(s.engine.runtime(&vref(&p, &v)?).await?).unwrap_or_default(),
+        serde_json::to_value(s.engine()?.runtime(&vref(&p, &v)?).await?).unwrap_or_default(),
     ))
 }
 
@@ -571,7 +658,8 @@ async fn runtime_put(
     b: Bytes,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        serde_json::to_value(s.engine.set_runtime(&vref(&p, &v)?, &b).await?).unwrap_or_default(),
+        serde_json::to_value(s.engine()?.set_runtime(&vref(&p, &v)?, &b).await?)
+            .unwrap_or_default(),
     ))
 }
 
@@ -580,7 +668,7 @@ async fn snapshots_list(
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     Ok(Json(
-        serde_json::to_value(s.engine.snapshots(&vref(&p, &v)?).await?).unwrap_or_default(),
+        serde_json::to_value(s.engine()?.snapshots(&vref(&p, &v)?).await?).unwrap_or_default(),
     ))
 }
 
@@ -588,7 +676,7 @@ async fn snapshot_take(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let name = s.engine.snapshot(&vref(&p, &v)?).await?;
+    let name = s.engine()?.snapshot(&vref(&p, &v)?).await?;
     Ok((StatusCode::CREATED, Json(json!({"snapshot": name}))))
 }
 
@@ -610,7 +698,7 @@ async fn volume_copy(
     let req: CopyRequest = body(&b, "the copy request")?;
     let snap = SnapshotName::new(req.snapshot).map_err(|e| ApiError::bad(e.to_string()))?;
     let target = VolumeName::new(req.target).map_err(|e| ApiError::bad(e.to_string()))?;
-    let info = s.engine.copy(&vref(&p, &v)?, &snap, &target).await?;
+    let info = s.engine()?.copy(&vref(&p, &v)?, &snap, &target).await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(info).unwrap_or_default()),
@@ -629,7 +717,7 @@ async fn locks_list(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResu
         ),
     };
     Ok(Json(
-        serde_json::to_value(s.engine.locks(kind).await?).unwrap_or_default(),
+        serde_json::to_value(s.engine()?.locks(kind).await?).unwrap_or_default(),
     ))
 }
 
@@ -641,7 +729,7 @@ async fn locks_get(
     let mut out = Vec::new();
     for kind in [LockKind::Mount, LockKind::Op] {
         if let Some(l) = s
-            .engine
+            .engine()?
             .locker()
             .get(kind, &v)
             .await
@@ -657,7 +745,7 @@ async fn locks_remove(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let removed = s.engine.force_remove_locks(&vref(&p, &v)?).await?;
+    let removed = s.engine()?.force_remove_locks(&vref(&p, &v)?).await?;
     Ok(Json(json!({"removed": removed})))
 }
 
@@ -669,10 +757,10 @@ pub struct MaintenanceRequest {
     pub volume: String,
     /// The host the maintenance runs on (recorded in the locks).
     pub host: String,
-    /// Session TTL (`10s`); renew before it runs out.
+    /// Session TTL (`10s`, from 2s to 1h); renew before it runs out.
     #[serde(default)]
     pub ttl: Option<String>,
-    /// How long to wait for the locks (`30s`; default: the global timeout).
+    /// How long to wait for the locks (`30s`, from 0s to 1h; default 10m).
     #[serde(default)]
     pub wait: Option<String>,
 }
@@ -692,7 +780,7 @@ async fn maintenance_begin(
         Some(w) => bounded_duration(w, "wait", Duration::ZERO, MAX_WAIT)?,
         None => Duration::from_secs(600),
     };
-    let (session, held) = s.engine.begin_maintenance(&v, &host, ttl, wait).await?;
+    let (session, held) = s.engine()?.begin_maintenance(&v, &host, ttl, wait).await?;
     let locks: Vec<Value> = held
         .iter()
         .map(|h| json!({"key": h.key, "token": h.token, "holder": h.holder}))
@@ -709,7 +797,7 @@ async fn maintenance_renew(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let ttl = s.engine.renew_maintenance(&LeaseId::new(id)).await?;
+    let ttl = s.engine()?.renew_maintenance(&LeaseId::new(id)).await?;
     Ok(Json(json!({"ttl_ms": ttl.as_millis() as u64})))
 }
 
@@ -717,7 +805,7 @@ async fn maintenance_end(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    s.engine.end_maintenance(&LeaseId::new(id)).await?;
+    s.engine()?.end_maintenance(&LeaseId::new(id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -804,7 +892,7 @@ pub const API: &[ApiOp] = &[
         &[400, 503],
         "Replace the global configuration",
     )
-    .body("volplugin's global JSON"),
+    .body("volplugin's global JSON: TTL 1 to 3600 seconds, Timeout 1 to 60 minutes, MountPath absolute"),
     op("get", "/v1/policies", 200, &[503], "Every policy"),
     op(
         "get",
@@ -883,7 +971,7 @@ pub const API: &[ApiOp] = &[
     )
     .q(&[
         ("force", "remove even while locked"),
-        ("timeout", "how long to wait for its locks, e.g. 30s"),
+        ("timeout", "how long to wait for its locks, from 0s to 1h, e.g. 30s (default: the global Timeout)"),
     ]),
     op(
         "delete",
@@ -951,7 +1039,7 @@ pub const API: &[ApiOp] = &[
         &[400, 404, 423, 503],
         "Start a maintenance session: locks held while it is renewed",
     )
-    .body("{\"volume\":\"p/v\",\"host\":\"h\",\"ttl\":\"10s\",\"wait\":\"30s\"}"),
+    .body("{\"volume\":\"p/v\",\"host\":\"h\",\"ttl\":\"10s\",\"wait\":\"30s\"} (ttl from 2s to 1h, wait from 0s to 1h)"),
     op(
         "put",
         "/v1/maintenance/{session}",

@@ -83,6 +83,11 @@ fn run(driver: &str, v: &str, script: &str) -> String {
     ])
 }
 
+/// A blkio control file of a running container's cgroup (Docker's cgroupfs parent).
+fn ctr_blkio(id: &str, file: &str) -> String {
+    std::fs::read_to_string(format!("/sys/fs/cgroup/blkio/docker/{id}/{file}")).unwrap_or_default()
+}
+
 /// Starts a container on `v` in the background; its id.
 fn run_bg(driver: &str, v: &str, cmd: &[&str]) -> String {
     let mut args = vec![
@@ -419,9 +424,9 @@ fn filesystems_and_rate_limits_on_ceph() {
         assert!(Instant::now() < deadline, "container printed nothing");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let w =
-        std::fs::read_to_string("/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device").unwrap();
-    let r = std::fs::read_to_string("/sys/fs/cgroup/blkio/blkio.throttle.read_bps_device").unwrap();
+    // The limits are in the container's own cgroup, where its I/O is charged.
+    let w = ctr_blkio(id, "blkio.throttle.write_bps_device");
+    let r = ctr_blkio(id, "blkio.throttle.read_bps_device");
     assert!(
         w.lines().any(|l| l.ends_with(" 100000")),
         "write limits: {w}"
@@ -475,39 +480,48 @@ fn parallel_creates_on_ceph() {
     );
 }
 
-/// Item 4 and scenario 22 end to end: host-a mounts a locked Ceph volume (RBD lock
-/// `volcore:host-a`) and dies with its attachment still live; host-b's mount is refused
-/// while the lease lives, then succeeds after it expires, breaking host-a's RBD lock and
-/// blocklisting host-a's client, whose writes then fail. host-a's restarted plugin fences
-/// itself (unmounts and detaches); host-b's unmount drops its lock.
+/// Item 4 and scenario 22 end to end: a container on host-a writes to a locked Ceph
+/// volume (RBD lock `volcore:host-a`); host-a's plugin is SIGKILLed with the container and
+/// its attachment still live; host-b's mount is refused while the lease lives, then
+/// succeeds after it expires, fencing host-a's client: the container on host-a can no
+/// longer write. host-a's restarted plugin fences itself (unmounts and detaches);
+/// host-b's unmount drops its lock.
 #[test]
 fn takeover_fences_the_dead_host() {
     let c = ceph_cluster(3);
-    let a_dir = tmp("sock-a");
     let b_dir = tmp("sock-b");
     // Two hosts on one machine: each its own mount root, as separate machines would have.
     let mnt_a = [("VOLPLUGIN_MOUNT_PATH", tmp("mnt-a").display().to_string())];
     let mnt_b = [("VOLPLUGIN_MOUNT_PATH", tmp("mnt-b").display().to_string())];
-    let mut a = plugin_env(&c, "fa", "host-a", &a_dir, &mnt_a);
+    // host-a serves Docker (a container writes through it); host-b is a second machine.
+    let a_name = format!("fa{}", uniq());
+    let mut a = plugin_env(&c, &a_name, "host-a", Path::new(DOCKER_PLUGINS), &mnt_a);
     let b = plugin_env(&c, "fb", "host-b", &b_dir, &mnt_b);
     let u = uniq();
     let vol = format!("cpol/f{u}");
     let img = format!("rbd/cpol.f{u}");
     ok(&c, &["volume", "create", &vol]);
-    let r = socket_call(
-        &a.sock,
-        "VolumeDriver.Mount",
-        json!({"Name": vol, "ID": "m1"}),
-    );
-    assert_eq!(r["Err"], "", "{r}");
-    let at_a = r["Mountpoint"].as_str().unwrap().to_owned();
+    let at_a = mnt_a[0].1.clone() + &format!("/cpol/f{u}");
     // Whatever happens below, host-a's leftovers go (see cleanup_fenced).
     let _cleanup = Leftovers(at_a.clone());
+    let ctr = run_bg(
+        &a_name,
+        &format!("{vol}:/data"),
+        &[
+            "sh",
+            "-c",
+            "echo from host-a > /data/a.txt && sync && sleep 600",
+        ],
+    );
+    let written = Instant::now();
+    while std::fs::read_to_string(Path::new(&at_a).join("a.txt")).unwrap_or_default()
+        != "from host-a\n"
     {
-        use std::io::Write;
-        let mut f = std::fs::File::create(Path::new(&at_a).join("a.txt")).unwrap();
-        f.write_all(b"from host-a").unwrap();
-        f.sync_all().unwrap();
+        assert!(
+            written.elapsed() < Duration::from_secs(20),
+            "the container never wrote"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
     let (_, locks, _) = rbd(&["lock", "ls", "--format", "json", &img]);
     let locks: Value = serde_json::from_str(&locks).unwrap();
@@ -519,7 +533,7 @@ fn takeover_fences_the_dead_host() {
         json!({"Name": vol, "ID": "m2"}),
     );
     assert!(r["Err"].as_str().unwrap().contains("host-a"), "{r}");
-    // host-a dies; its rbd-fuse and mount stay behind, as on a hung host.
+    // host-a's plugin dies; the container, its mount and rbd-fuse stay, as on a hung host.
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -540,25 +554,27 @@ fn takeover_fences_the_dead_host() {
     };
     assert_eq!(
         std::fs::read_to_string(Path::new(&at_b).join("a.txt")).unwrap(),
-        "from host-a"
+        "from host-a\n"
     );
     let (_, locks, _) = rbd(&["lock", "ls", "--format", "json", &img]);
     let locks: Value = serde_json::from_str(&locks).unwrap();
     assert_eq!(locks.as_array().unwrap().len(), 1, "{locks}");
     assert_eq!(locks[0]["id"], "volcore:host-b", "{locks}");
-    // host-a's client is fenced: its writes fail.
-    let res = (|| -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(Path::new(&at_a).join("late.txt"))?;
-        f.write_all(&[1u8; 65536])?;
-        f.sync_all()
-    })();
-    assert!(res.is_err(), "the fenced host could still write");
+    // host-a's container is fenced: its writes fail (direct I/O, then an fsync).
+    let (code, _, err) = docker(&[
+        "exec",
+        &ctr,
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/data/late bs=64k count=16 oflag=direct conv=fsync",
+    ]);
+    assert_ne!(code, 0, "the old host's container could still write: {err}");
+    let _ = docker(&["kill", &ctr]);
     // host-a's plugin comes back: it finds its attachment, sees host-b holds the volume
     // and fences itself (--on-lease-loss unmount): filesystem, loop device and its
     // blocklisted rbd-fuse (which no longer answers, so it is killed) all go.
     drop(a);
-    let a2 = plugin_env(&c, "fa", "host-a", &a_dir, &mnt_a);
+    let a2 = plugin_env(&c, &a_name, "host-a", Path::new(DOCKER_PLUGINS), &mnt_a);
     let gone = Instant::now() + Duration::from_secs(30);
     let mounted = |p: &str| {
         std::fs::read_to_string("/proc/self/mountinfo")
@@ -584,6 +600,7 @@ fn takeover_fences_the_dead_host() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let _ = docker(&["rm", "-f", &ctr]);
     drop(a2);
     let r = socket_call(
         &b.sock,
@@ -674,10 +691,7 @@ fn plugin_crash_restart_on_ceph() {
     );
     assert_eq!(code, 0, "{err}");
     let start = Instant::now();
-    while !std::fs::read_to_string("/sys/fs/cgroup/blkio/blkio.throttle.write_bps_device")
-        .unwrap_or_default()
-        .contains(&format!("{dev} 1000"))
-    {
+    while !ctr_blkio(&ctr, "blkio.throttle.write_bps_device").contains(&format!("{dev} 1000")) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "runtime change not applied after the restart"
@@ -715,4 +729,60 @@ fn plugin_crash_restart_on_ceph() {
     drop(b);
     drop(p2);
     ok(&c, &["volume", "remove", &vol]);
+}
+
+/// Hole 2b on the real cluster: a second volplugin started with a live host's label — on
+/// another machine (its own state directory) — refuses to start and says why; the first
+/// host's Ceph mount, record and locks are untouched (before: the second plugin took the
+/// first one's record for "another host took this volume" and unmounted its live mount).
+#[test]
+fn a_duplicate_host_label_is_refused_on_ceph() {
+    let c = ceph_cluster(30);
+    let dir = tmp("sock-dup");
+    let mnt = [("VOLPLUGIN_MOUNT_PATH", tmp("mnt-dup").display().to_string())];
+    let a = plugin_env(&c, "dupa", "host-dup", &dir, &mnt);
+    let vol = format!("cpol/dup{}", uniq());
+    ok(&c, &["volume", "create", &vol]);
+    let r = socket_call(
+        &a.sock,
+        "VolumeDriver.Mount",
+        json!({"Name": vol, "ID": "m1"}),
+    );
+    assert_eq!(r["Err"], "", "{r}");
+    let at = r["Mountpoint"].as_str().unwrap().to_owned();
+    std::fs::write(Path::new(&at).join("kept.txt"), "kept").unwrap();
+    let other = [
+        (
+            "VOLPLUGIN_MOUNT_PATH",
+            tmp("mnt-dup2").display().to_string(),
+        ),
+        (
+            "VOLPLUGIN_STATE_DIR",
+            tmp("other-machine").display().to_string(),
+        ),
+    ];
+    let out = plugin_cmd(&c, "dupb", "host-dup", &dir, &other)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("host label host-dup is in use"), "{err}");
+    // The first host's mount is live and still its own.
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&at).join("kept.txt")).unwrap(),
+        "kept"
+    );
+    let (code, out, _) = volcli(&c, &["--json", "use", "get", &vol], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("host-dup"), "{out}");
+    let r = socket_call(
+        &a.sock,
+        "VolumeDriver.Unmount",
+        json!({"Name": vol, "ID": "m1"}),
+    );
+    assert_eq!(r["Err"], "", "{r}");
+    drop(a);
+    let (code, _, err) = volcli(&c, &["volume", "remove", &vol], None);
+    assert_eq!(code, 0, "{err}");
 }

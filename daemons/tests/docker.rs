@@ -106,8 +106,9 @@ fn volume_lifecycle_through_docker() {
     );
     assert_eq!(code, 0, "{err}");
     let start = Instant::now();
-    let limit =
-        |f: &str| std::fs::read_to_string(format!("/sys/fs/cgroup/blkio/{f}")).unwrap_or_default();
+    // In the running container's own cgroup, where its I/O is charged.
+    let ctr_cgroup = format!("/sys/fs/cgroup/blkio/docker/{}", long.trim());
+    let limit = |f: &str| std::fs::read_to_string(format!("{ctr_cgroup}/{f}")).unwrap_or_default();
     while !limit("blkio.throttle.write_bps_device").contains(&format!("{dev} 1000000")) {
         assert!(
             start.elapsed() < Duration::from_secs(5),
@@ -117,9 +118,12 @@ fn volume_lifecycle_through_docker() {
     }
     assert!(limit("blkio.throttle.read_bps_device").contains(&format!("{dev} 10")));
     docker_ok(&["rm", "-f", long.trim()]);
+    let parent =
+        std::fs::read_to_string("/sys/fs/cgroup/blkio/docker/blkio.throttle.write_bps_device")
+            .unwrap_or_default();
     assert!(
-        !limit("blkio.throttle.write_bps_device").contains(&format!("{dev} ")),
-        "limit left after the last unmount"
+        !parent.contains(&format!("{dev} ")),
+        "limit left after the last unmount: {parent}"
     );
     let (_, uses, _) = volcli(&c, &["use", "list"], None);
     assert!(
@@ -279,4 +283,103 @@ fn plugin_restart_under_a_running_container_keeps_the_lock() {
     docker_ok(&["volume", "rm", vol]);
     let mut a2 = a2;
     sigterm(&mut a2);
+}
+
+/// The `real` seconds busybox's `time` printed.
+fn real_secs(time_output: &str) -> f64 {
+    let line = time_output
+        .lines()
+        .find(|l| l.trim_start().starts_with("real"))
+        .unwrap_or_else(|| panic!("no `real` line in {time_output:?}"));
+    // "real\t0m 3.00s"
+    let t = line.trim_start().trim_start_matches("real").trim();
+    let (m, s) = t.split_once('m').unwrap();
+    m.trim().parse::<f64>().unwrap() * 60.0 + s.trim().trim_end_matches('s').parse::<f64>().unwrap()
+}
+
+/// Writes `mib` MiB with direct I/O from inside container `ctr`; the rate it saw (B/s).
+fn rate_inside(ctr: &str, mib: u64) -> f64 {
+    let (code, _, err) = docker(&[
+        "exec",
+        ctr,
+        "sh",
+        "-c",
+        &format!(
+            "rm -f /data/f; time dd if=/dev/zero of=/data/f bs=64k count={} oflag=direct",
+            mib * 16
+        ),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    (mib << 20) as f64 / real_secs(&err)
+}
+
+/// Hole 2n: rate limits reach the container. Measured from inside a container started by
+/// the real Docker engine with the volume mounted: the write rate is within 20 % of the
+/// policy's limit, and within 20 % of the new limit after a live runtime change. (Before:
+/// on cgroup v1 the limit went into the root blkio cgroup, which does not throttle a
+/// container's cgroup at all.)
+#[test]
+fn rate_limits_are_measured_inside_a_container() {
+    let c = cluster(30);
+    let name = format!("rl{}", uniq());
+    let _p = plugin(&c, &name, "mon0", Path::new(DOCKER_PLUGINS));
+    let limit: u64 = 1 << 20;
+    let (code, _, err) = volcli(
+        &c,
+        &["policy", "upload", "rlim"],
+        Some(&format!(
+            r#"{{"backend":"local","create":{{"size":"64MiB"}},"runtime":{{"rate-limit":{{"write-bps":{limit}}}}}}}"#
+        )),
+    );
+    assert_eq!(code, 0, "{err}");
+    let vol = format!("rlim/v{}", uniq());
+    let (code, _, err) = volcli(&c, &["volume", "create", &vol], None);
+    assert_eq!(code, 0, "{err}");
+    let ctr = docker_ok(&[
+        "run",
+        "-d",
+        "--volume-driver",
+        &name,
+        "--network",
+        "none",
+        "-v",
+        &format!("{vol}:/data"),
+        "busybox:local",
+        "sleep",
+        "300",
+    ]);
+    let ctr = ctr.trim();
+    let rate = rate_inside(ctr, 3);
+    assert!(
+        (rate - limit as f64).abs() <= 0.2 * limit as f64,
+        "inside the container: {rate:.0} B/s against a limit of {limit} B/s"
+    );
+    // A live runtime change: 4 MiB/s, applied to the running container.
+    let faster = 4 * limit;
+    let (code, _, err) = volcli(
+        &c,
+        &["volume", "runtime", "upload", &vol],
+        Some(&format!(r#"{{"rate-limit":{{"write-bps":{faster}}}}}"#)),
+    );
+    assert_eq!(code, 0, "{err}");
+    let file = format!("/sys/fs/cgroup/blkio/docker/{ctr}/blkio.throttle.write_bps_device");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .contains(&format!(" {faster}"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "runtime change not applied within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rate = rate_inside(ctr, 8);
+    assert!(
+        (rate - faster as f64).abs() <= 0.2 * faster as f64,
+        "inside the container after the change: {rate:.0} B/s against {faster} B/s"
+    );
+    docker_ok(&["rm", "-f", ctr]);
+    let (code, _, err) = volcli(&c, &["volume", "remove", &vol], None);
+    assert_eq!(code, 0, "{err}");
 }

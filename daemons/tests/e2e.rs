@@ -13,6 +13,30 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Waits (up to 20 s) until volmaster at `addr` is ready (`/readyz` 200).
+pub fn wait_ready(addr: &str) {
+    use std::io::{Read, Write};
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = write!(
+                s,
+                "GET /readyz HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
+            );
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "volmaster at {addr} never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 struct Master {
     child: Child,
     url: String,
@@ -68,6 +92,7 @@ fn master() -> Master {
         .trim()
         .strip_prefix("volmaster listening on ")
         .unwrap_or_else(|| panic!("volmaster said {line:?}"));
+    wait_ready(addr);
     Master {
         child,
         url: format!("http://{addr}"),
@@ -721,4 +746,90 @@ fn unreachable_master_is_a_clear_error() {
         err.contains("cannot reach volmaster at http://127.0.0.1:1"),
         "{err}"
     );
+}
+
+/// Whether a process is gone (or a zombie: this sandbox's PID 1 does not reap orphans).
+fn dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// `use exec` whose session can no longer be renewed (volmaster frozen with SIGSTOP, so
+/// every renewal hangs) stops the command — its whole process group, grandchildren
+/// included — before the session can expire, and exits non-zero saying why. (Before: the
+/// renewal had no timeout and waited for ever while the command ran on without locks.)
+#[test]
+fn use_exec_stops_the_command_when_its_session_cannot_be_renewed() {
+    let m = setup();
+    volcli(&m, &["volume", "create", "policy1/stuck"], None).ok();
+    let dir =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("grandchild.pid");
+    let _ = std::fs::remove_file(&pidfile);
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_volcli"))
+        .args(["use", "exec", "policy1/stuck", "--", "sh", "-c"])
+        .arg(format!("sleep 300 & echo $! > {}; wait", pidfile.display()))
+        .env("VOLCLI_MASTER", &m.url)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let grandchild: u32 = loop {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let master_pid = m.child.id().to_string();
+    Command::new("kill")
+        .args(["-STOP", &master_pid])
+        .status()
+        .unwrap();
+    let frozen = Instant::now();
+    // The command (down to its grandchild) is stopped before the 10 s session could
+    // expire unrenewed.
+    while !dead(grandchild) {
+        if frozen.elapsed() > Duration::from_secs(20) {
+            let _ = Command::new("kill").args(["-CONT", &master_pid]).status();
+            let _ = cli.kill();
+            panic!("the command's child (pid {grandchild}) still runs 20 s after its session stopped renewing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped_after = frozen.elapsed();
+    let status = loop {
+        if let Some(s) = cli.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            frozen.elapsed() < Duration::from_secs(20),
+            "volcli did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Command::new("kill")
+        .args(["-CONT", &master_pid])
+        .status()
+        .unwrap();
+    assert!(
+        stopped_after < Duration::from_secs(10),
+        "stopped only after {stopped_after:?}"
+    );
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut cli.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("could not be renewed"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -18,6 +18,7 @@
 
 mod rbd;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +73,19 @@ impl Attached {
             .iter()
             .any(|m| m.mount_point == dir && m.fs_type.starts_with("fuse"))
     }
+}
+
+/// Clients fenced with no stale RBD lock left to name their holder (a takeover retried
+/// after an earlier attempt broke the lock).
+fn fenced_unlocked(spec: &VolumeSpec, img: &ImageSpec, clients: Vec<String>) -> Vec<Fenced> {
+    if clients.is_empty() {
+        return Vec::new();
+    }
+    warn!(volume = %spec.volume, image = %img.spec(), clients = ?clients, "fenced clients that still had the volume open");
+    vec![Fenced {
+        holder: "unknown (its RBD lock was already broken)".into(),
+        clients,
+    }]
 }
 
 /// The RBD lock id a host takes on the images it mounts.
@@ -174,9 +188,9 @@ impl CephConfig {
 pub struct RbdDriver {
     cfg: CephConfig,
     exec: Arc<dyn Exec>,
-    /// Attach/detach sequences run one at a time, so two mounts of one image cannot both
-    /// map it.
-    serial: Mutex<()>,
+    /// Attach/detach sequences of one image run one at a time, so two mounts of it cannot
+    /// both map it; other images go on meanwhile (a hung command stalls only its image).
+    images: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 /// The image of a volume: `<policy>.<volume>`.
@@ -318,13 +332,34 @@ impl RbdDriver {
         Ok(Self {
             cfg,
             exec,
-            serial: Mutex::new(()),
+            images: std::sync::Mutex::default(),
         })
     }
 
     /// The configuration.
     pub fn config(&self) -> &CephConfig {
         &self.cfg
+    }
+
+    /// The lock that serializes attach/detach work on one image.
+    fn image_lock(&self, img: &ImageSpec) -> Arc<Mutex<()>> {
+        self.images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(img.spec())
+            .or_default()
+            .clone()
+    }
+
+    /// Whether this host has `img` attached (mapped, or its rbd-fuse mounted).
+    fn attached_here(&self, st: &Attached, img: &ImageSpec) -> bool {
+        match self.cfg.attach {
+            Attach::Krbd | Attach::Nbd => st
+                .mapped
+                .iter()
+                .any(|m| m.is_head() && m.pool == img.pool && m.name == img.image),
+            Attach::Fuse => st.fuse_mounted(&self.fuse_dir(img)),
+        }
     }
 
     fn base(&self) -> Vec<String> {
@@ -397,6 +432,23 @@ impl RbdDriver {
             t,
         )
         .await
+    }
+
+    /// Cuts a client off the cluster (`ceph osd blocklist add`).
+    async fn blocklist(&self, what: &str, addr: &str, t: Duration) -> Result<(), DriverError> {
+        self.run(
+            "fence",
+            what,
+            Cmd::new(
+                self.cfg.programs.ceph.clone(),
+                self.base()
+                    .into_iter()
+                    .chain(["osd", "blocklist", "add", addr].map(str::to_owned)),
+                t,
+            ),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The clients that have the image open (one `rbd status`).
@@ -733,7 +785,8 @@ impl RbdDriver {
                 spec.filesystem
             ))
         })?;
-        let _g = self.serial.lock().await;
+        let lock = self.image_lock(img);
+        let _g = lock.lock().await;
         let st = self.attached().await?;
         let (dev, _) = self.attach(img, t, &st).await?;
         let line = mkfs.render(&dev.display().to_string());
@@ -986,7 +1039,8 @@ impl MountDriver for RbdDriver {
         let p = Params::of(spec)?;
         let v = &spec.volume;
         let t = timeout_of(spec);
-        let _g = self.serial.lock().await;
+        let lock = self.image_lock(&p.image);
+        let _g = lock.lock().await;
         let st = self.attached().await?;
         if let Some(m) = st.all.iter().find(|m| m.mount_point == at) {
             let ours = st
@@ -1041,7 +1095,8 @@ impl MountDriver for RbdDriver {
         let p = Params::of(spec)?;
         let v = &spec.volume;
         let t = timeout_of(spec);
-        let _g = self.serial.lock().await;
+        let lock = self.image_lock(&p.image);
+        let _g = lock.lock().await;
         let att = self.attached().await?;
         if att.all.iter().any(|m| m.mount_point == at) {
             self.run(
@@ -1084,83 +1139,72 @@ impl MountDriver for RbdDriver {
             .collect())
     }
 
-    /// `rbd lock add` (one call when the image is free). A lock another host holds is
-    /// stale (the caller holds the store's mount lock): `rbd lock rm` breaks it, which
-    /// blocklists the client that took it, and `ceph osd blocklist add` cuts off every
-    /// client that still has the image open (the old host's attachment).
+    /// Takes the RBD lock `volcore:<host>`. The caller holds the store's mount lock, so
+    /// any other holder is stale. When this host does not have the image attached — a
+    /// takeover, or the retry of one that failed half-way — every client that has the
+    /// image open is somebody else's and is blocklisted (`ceph osd blocklist add`) *before*
+    /// a stale lock is broken (`rbd lock rm`, which blocklists the client that took it) and
+    /// before the volume is treated as ours: a failure at any point leaves the old holder
+    /// cut off or the image still locked, never the old host writing under our lock.
+    /// When the image is attached here (a restart re-adopting its mount), the open client
+    /// is ours and nobody is fenced.
     async fn claim(&self, spec: &VolumeSpec, host: &HostName) -> Result<Vec<Fenced>, DriverError> {
         let p = Params::of(spec)?;
         let t = timeout_of(spec);
         let img = &p.image;
         let what = img.to_string();
         let ours = lock_id(host);
-        let add = self.rbd_cmd(&["lock", "add", &img.spec(), &ours], t);
-        if p.exclusive_lock() {
-            // The image's own lock is held by whichever client writes; when that client is
-            // this host's attachment (a restarted plugin), there is nobody to fence.
-            if self.attached().await?.mounts.iter().any(|(_, i)| i == img) {
-                return Ok(Vec::new());
+        let lock = self.image_lock(img);
+        let _g = lock.lock().await;
+        let here = self.attached_here(&self.attached().await?, img);
+        let mut cut: Vec<String> = Vec::new();
+        if !here {
+            for w in self.watchers(img, t).await? {
+                self.blocklist(&what, &w.address, t).await?;
+                cut.push(w.address);
             }
-        } else {
+        }
+        let add = self.rbd_cmd(&["lock", "add", &img.spec(), &ours], t);
+        if !p.exclusive_lock() {
             let out = self.exec("lock", &what, &add).await?;
             if out.success() {
-                return Ok(Vec::new());
+                return Ok(fenced_unlocked(spec, img, cut));
             }
             if rbd::errno(&out) != Errno::Busy {
                 return Err(rbd::failure("lock", &what, &add, &out));
             }
+        } else if here {
+            // The image's own lock is held by whichever client writes: ours.
+            return Ok(Vec::new());
         }
         let locks = self.lockers(img, t).await?;
         if locks.iter().any(|l| l.id == ours) {
-            return Ok(Vec::new()); // ours, from before a restart
+            // Ours, from before a restart (its open clients, if any, were fenced above).
+            return Ok(fenced_unlocked(spec, img, cut));
         }
         let mut fenced = Vec::new();
-        if !locks.is_empty() {
-            // Whoever still has the image open belongs to the stale holder: the new host
-            // has not attached it yet.
-            let clients: Vec<String> = self
-                .watchers(img, t)
-                .await?
-                .into_iter()
-                .map(|w| w.address)
-                .collect();
-            for l in &locks {
-                self.run(
-                    "break lock",
-                    &what,
-                    self.rbd_cmd(&["lock", "rm", &img.spec(), &l.id, &l.locker], t),
-                )
-                .await
-                .or_else(|e| match e {
-                    DriverError::NotFound { .. } => Ok(String::new()),
-                    e => Err(e),
-                })?;
-                let mut cut = vec![l.address.clone()];
-                for c in &clients {
-                    self.run(
-                        "fence",
-                        &what,
-                        Cmd::new(
-                            self.cfg.programs.ceph.clone(),
-                            self.base()
-                                .into_iter()
-                                .chain(["osd", "blocklist", "add", c].map(str::to_owned)),
-                            t,
-                        ),
-                    )
-                    .await?;
-                    cut.push(c.clone());
-                }
-                let holder = l.id.strip_prefix("volcore:").unwrap_or(&l.id).to_owned();
-                warn!(volume = %spec.volume, image = %img.spec(), stale_holder = %holder, clients = ?cut, "fenced the previous holder of the volume");
-                fenced.push(Fenced {
-                    holder,
-                    clients: cut,
-                });
-            }
+        for l in &locks {
+            self.run(
+                "break lock",
+                &what,
+                self.rbd_cmd(&["lock", "rm", &img.spec(), &l.id, &l.locker], t),
+            )
+            .await
+            .or_else(|e| match e {
+                DriverError::NotFound { .. } => Ok(String::new()),
+                e => Err(e),
+            })?;
+            let holder = l.id.strip_prefix("volcore:").unwrap_or(&l.id).to_owned();
+            let mut clients = std::mem::take(&mut cut);
+            clients.push(l.address.clone());
+            warn!(volume = %spec.volume, image = %img.spec(), stale_holder = %holder, clients = ?clients, "fenced the previous holder of the volume");
+            fenced.push(Fenced { holder, clients });
         }
         if !p.exclusive_lock() {
             self.run("lock", &what, add).await?;
+        }
+        if !cut.is_empty() {
+            fenced.extend(fenced_unlocked(spec, img, cut));
         }
         Ok(fenced)
     }

@@ -408,52 +408,64 @@ async fn resize_grows_and_refuses_to_shrink() {
 }
 
 #[tokio::test]
-async fn claim_takes_a_free_lock_in_one_call_and_fences_a_stale_holder() {
+async fn claim_takes_a_free_lock_and_fences_a_stale_holder() {
     let dir = tempfile::tempdir().unwrap();
     let x = Arc::new(FakeExec::new());
     let d = driver(Attach::Krbd, &x, dir.path());
     let s = spec("p/v");
     let h2 = HostName::new("host-b").unwrap();
-    x.ok(&format!("{C} lock add rbd/p.v volcore:host-b"), "");
+    // Free and closed: is it attached here, who has it open, lock.
+    x.ok(&format!("{C} device list --format json"), "[]")
+        .ok(
+            &format!("{C} status --format json rbd/p.v"),
+            r#"{"watchers":[]}"#,
+        )
+        .ok(&format!("{C} lock add rbd/p.v volcore:host-b"), "");
     assert!(d.claim(&s, &h2).await.unwrap().is_empty());
-    // host-a's lease expired while it had the image open: its lock is broken (which
-    // blocklists the locker) and its open client is blocklisted, then host-b locks.
-    x.fail(
-        &format!("{C} lock add rbd/p.v volcore:host-b"),
-        16,
-        "rbd: lock is already held by someone else\n",
-    )
-    .ok(
-        &format!("{C} lock ls --format json rbd/p.v"),
-        r#"[{"id":"volcore:host-a","locker":"client.4182","address":"127.0.0.1:0/4226454590"}]"#,
-    )
-    .ok(
-        &format!("{C} status --format json rbd/p.v"),
-        r#"{"watchers":[{"address":"127.0.0.1:0/2472843881","client":4180,"cookie":140074385673664}]}"#,
-    )
-    .ok(&format!("{C} lock rm rbd/p.v volcore:host-a client.4182"), "")
-    .ok(
-        "ceph -c /etc/ceph/test.conf osd blocklist add 127.0.0.1:0/2472843881",
-        "",
-    )
-    .ok(&format!("{C} lock add rbd/p.v volcore:host-b"), "");
+    // host-a's lease expired while it had the image open: its open client is blocklisted,
+    // then its lock is broken (which blocklists the locker), then host-b locks.
+    x.ok(&format!("{C} device list --format json"), "[]")
+        .ok(
+            &format!("{C} status --format json rbd/p.v"),
+            r#"{"watchers":[{"address":"127.0.0.1:0/2472843881","client":4180,"cookie":140074385673664}]}"#,
+        )
+        .ok(
+            "ceph -c /etc/ceph/test.conf osd blocklist add 127.0.0.1:0/2472843881",
+            "",
+        )
+        .fail(
+            &format!("{C} lock add rbd/p.v volcore:host-b"),
+            16,
+            "rbd: lock is already held by someone else\n",
+        )
+        .ok(
+            &format!("{C} lock ls --format json rbd/p.v"),
+            r#"[{"id":"volcore:host-a","locker":"client.4182","address":"127.0.0.1:0/4226454590"}]"#,
+        )
+        .ok(&format!("{C} lock rm rbd/p.v volcore:host-a client.4182"), "")
+        .ok(&format!("{C} lock add rbd/p.v volcore:host-b"), "");
     let fenced = d.claim(&s, &h2).await.unwrap();
     assert_eq!(fenced.len(), 1);
     assert_eq!(fenced[0].holder, "host-a");
     assert_eq!(
         fenced[0].clients,
-        ["127.0.0.1:0/4226454590", "127.0.0.1:0/2472843881"]
+        ["127.0.0.1:0/2472843881", "127.0.0.1:0/4226454590"]
     );
     // Our own lock from before a restart: nothing to fence.
-    x.fail(
-        &format!("{C} lock add rbd/p.v volcore:host-b"),
-        16,
-        "rbd: lock is already held by someone else\n",
-    )
-    .ok(
-        &format!("{C} lock ls --format json rbd/p.v"),
-        r#"[{"id":"volcore:host-b","locker":"client.4190","address":"127.0.0.1:0/1"}]"#,
-    );
+    x.ok(&format!("{C} device list --format json"), "[]")
+        .ok(
+            &format!("{C} status --format json rbd/p.v"),
+            r#"{"watchers":[]}"#,
+        )
+        .fail(
+            &format!("{C} lock add rbd/p.v volcore:host-b"),
+            16,
+            "rbd: lock is already held by someone else\n",
+        )
+        .ok(
+            &format!("{C} lock ls --format json rbd/p.v"),
+            r#"[{"id":"volcore:host-b","locker":"client.4190","address":"127.0.0.1:0/1"}]"#,
+        );
     assert!(d.claim(&s, &h2).await.unwrap().is_empty());
     // Release drops only our lock, without blocklisting.
     x.ok(

@@ -267,3 +267,92 @@ async fn a_takeover_fences_the_old_client() {
     assert_eq!(locks.stdout.trim(), "[]");
     b.destroy(&s).await.unwrap();
 }
+
+/// Runs real commands, except that the first `ceph osd blocklist add` fails (the monitor
+/// unreachable at that moment).
+#[derive(Debug, Default)]
+struct FirstFenceFails(std::sync::atomic::AtomicBool);
+
+#[async_trait::async_trait]
+impl Exec for FirstFenceFails {
+    async fn run(&self, cmd: &Cmd) -> Result<volcore::exec::Output, volcore::exec::ExecError> {
+        if cmd.program == "ceph"
+            && cmd.args.iter().any(|a| a == "blocklist")
+            && !self.0.swap(true, Ordering::SeqCst)
+        {
+            return Ok(volcore::exec::Output {
+                status: 110,
+                stdout: String::new(),
+                stderr: "error connecting to the cluster".into(),
+            });
+        }
+        SystemExec.run(cmd).await
+    }
+}
+
+/// Hole 2a on the real cluster: host B's takeover fails at the fence; meanwhile host A's
+/// RBD lock gets broken without a blocklist (what the old claim order left behind when it
+/// died between the two). B's retry — whose `rbd lock add` now succeeds at once — still
+/// fences A's open client before it treats the volume as its own: A's writes fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fence_then_retry_still_fences_the_old_client() {
+    let a = driver_at("refence-a");
+    let b = RbdDriver::new(cfg("refence-b"), Arc::new(FirstFenceFails::default())).unwrap();
+    let ha = HostName::new("host-a").unwrap();
+    let hb = HostName::new("host-b").unwrap();
+    let s = spec("refence");
+    a.create(&s).await.unwrap();
+    a.format(&s).await.unwrap();
+    assert!(a.claim(&s, &ha).await.unwrap().is_empty());
+    let at_a = mount_path(&base("refence-a").join("mnt"), &s.volume);
+    a.mount(&s, &at_a).await.unwrap();
+    {
+        let mut f = std::fs::File::create(at_a.join("before.txt")).unwrap();
+        f.write_all(b"written by host-a").unwrap();
+        f.sync_all().unwrap();
+    }
+    // First try: the fence fails; nothing is broken and B holds no lock.
+    let e = b.claim(&s, &hb).await.unwrap_err();
+    assert!(e.to_string().contains("fence"), "{e}");
+    let img = format!("rbd/{}", volcore_ceph::image_name(&s.volume));
+    let locks = rbd(&["lock", "ls", "--format", "json", &img]).await;
+    assert!(locks.stdout.contains("volcore:host-a"), "{}", locks.stdout);
+    // Someone breaks A's lock without fencing it (the half-done takeover of old).
+    let ls: Vec<serde_json::Value> = serde_json::from_str(&locks.stdout).unwrap();
+    let locker = ls[0]["locker"].as_str().unwrap().to_owned();
+    let rm = rbd(&[
+        "--rbd_blocklist_on_break_lock=false",
+        "lock",
+        "rm",
+        &img,
+        "volcore:host-a",
+        &locker,
+    ])
+    .await;
+    assert!(rm.success(), "{}", rm.stderr);
+    // The retry: lock add succeeds at once, and A's open client is fenced anyway.
+    let fenced = b.claim(&s, &hb).await.unwrap();
+    assert!(
+        !fenced.is_empty() && !fenced[0].clients.is_empty(),
+        "{fenced:?}"
+    );
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(at_a.join("after.txt"))?;
+        f.write_all(&[7u8; 1 << 16])?;
+        f.sync_all()
+    })();
+    assert!(
+        res.is_err(),
+        "the old host could still write after the takeover"
+    );
+    let at_b = mount_path(&base("refence-b").join("mnt"), &s.volume);
+    b.mount(&s, &at_b).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(at_b.join("before.txt")).unwrap(),
+        "written by host-a"
+    );
+    a.unmount(&s, &at_a).await.unwrap();
+    b.unmount(&s, &at_b).await.unwrap();
+    b.release(&s, &hb).await.unwrap();
+    b.destroy(&s).await.unwrap();
+}

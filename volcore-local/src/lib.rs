@@ -9,7 +9,14 @@
 //! ```text
 //! volumes/<policy>/<volume>.img
 //! snapshots/<policy>/<volume>/<snapshot>.img
+//! frozen/<policy>.<volume>          a filesystem this driver froze (its mount point)
 //! ```
+//!
+//! A frozen filesystem hangs every writer, so a snapshot thaws it on every path: after
+//! the copy, when the copy fails or outlasts the freeze limit (a bound of its own, shorter
+//! than the command timeout), when the snapshot is cancelled (its future dropped), and —
+//! through the `frozen/` markers — when a driver starts after a crash
+//! ([`VolumeDriver::recover`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +39,53 @@ pub struct LocalDriver {
     /// Attach/detach and mount/unmount sequences run one at a time, so two mounts of one
     /// volume cannot both attach a loop device.
     serial: Mutex<()>,
+    /// The longest a filesystem stays frozen for a snapshot.
+    freeze_limit: Duration,
+}
+
+/// How long a snapshot may keep a filesystem frozen unless told otherwise.
+pub const DEFAULT_FREEZE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Thaws a frozen filesystem if dropped while armed (a cancelled snapshot).
+struct Thaw {
+    mount_point: PathBuf,
+    marker: PathBuf,
+    armed: bool,
+}
+
+impl Thaw {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // No await in drop: fsfreeze --unfreeze is one ioctl, done in a blocking task
+        // where a runtime is there, else right here.
+        let (mp, marker) = (self.mount_point.clone(), self.marker.clone());
+        let thaw = move || {
+            let ok = std::process::Command::new("fsfreeze")
+                .args(["--unfreeze", &mp.display().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                let _ = std::fs::remove_file(&marker);
+                warn!(at = %mp.display(), "snapshot cancelled while the filesystem was frozen: thawed");
+            } else {
+                warn!(at = %mp.display(), "could not thaw after a cancelled snapshot; the driver retries at its next start");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(thaw);
+            }
+            Err(_) => thaw(),
+        }
+    }
 }
 
 fn io_err(op: &'static str, what: &VolumeRef, e: &std::io::Error) -> DriverError {
@@ -62,7 +116,42 @@ impl LocalDriver {
             state,
             exec,
             serial: Mutex::new(()),
+            freeze_limit: DEFAULT_FREEZE_LIMIT,
         })
+    }
+
+    /// The same driver with another freeze limit (how long a snapshot may keep a mounted
+    /// filesystem frozen).
+    pub fn with_freeze_limit(mut self, limit: Duration) -> Self {
+        self.freeze_limit = limit;
+        self
+    }
+
+    fn frozen_dir(&self) -> PathBuf {
+        self.state.join("frozen")
+    }
+
+    fn frozen_marker(&self, v: &VolumeRef) -> PathBuf {
+        self.frozen_dir().join(format!("{}.{}", v.policy, v.volume))
+    }
+
+    async fn unfreeze(
+        &self,
+        v: &VolumeRef,
+        mp: &Path,
+        timeout: Duration,
+    ) -> Result<(), DriverError> {
+        self.run(
+            "unfreeze",
+            v,
+            Cmd::new(
+                "fsfreeze",
+                ["--unfreeze".to_owned(), mp.display().to_string()],
+                timeout,
+            ),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The image file of a volume.
@@ -343,6 +432,40 @@ impl VolumeDriver for LocalDriver {
         Ok(out)
     }
 
+    /// Thaws every filesystem this driver froze and did not thaw (a crash mid-snapshot).
+    async fn recover(&self) -> Result<(), DriverError> {
+        let Ok(rd) = std::fs::read_dir(self.frozen_dir()) else {
+            return Ok(());
+        };
+        for e in rd.flatten() {
+            let Ok(mp) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            let mp = PathBuf::from(mp.trim());
+            let out = self
+                .exec
+                .run(&Cmd::new(
+                    "fsfreeze",
+                    ["--unfreeze".to_owned(), mp.display().to_string()],
+                    Duration::from_secs(30),
+                ))
+                .await;
+            match out {
+                Ok(o) if o.success() => {
+                    warn!(at = %mp.display(), "thawed a filesystem a snapshot left frozen");
+                }
+                // Not frozen (any more), or not mounted: nothing to thaw.
+                Ok(o) => debug!(at = %mp.display(), stderr = %o.stderr.trim(), "nothing to thaw"),
+                Err(err) => {
+                    warn!(at = %mp.display(), error = %err, "could not thaw a filesystem a snapshot left frozen");
+                    continue;
+                }
+            }
+            let _ = std::fs::remove_file(e.path());
+        }
+        Ok(())
+    }
+
     fn snapshots(&self) -> Option<&dyn SnapshotDriver> {
         Some(self)
     }
@@ -475,14 +598,20 @@ impl SnapshotDriver for LocalDriver {
         std::fs::create_dir_all(self.snapdir(v)).map_err(|e| io_err("snapshot", v, &e))?;
         let _g = self.serial.lock().await;
         // A mounted filesystem is frozen while it is copied, so the snapshot is consistent.
-        let frozen: Vec<PathBuf> = self
+        let frozen = self
             .mount_points(&img)?
             .into_iter()
             .map(|(mp, _)| mp)
-            .take(1)
-            .collect();
-        for mp in &frozen {
-            self.run(
+            .next();
+        let Some(mp) = frozen else {
+            return self.copy_file(v, &img, &to, spec.timeout).await;
+        };
+        // The marker goes first: a crash after the freeze leaves it for `recover`.
+        let marker = self.frozen_marker(v);
+        std::fs::create_dir_all(self.frozen_dir()).map_err(|e| io_err("snapshot", v, &e))?;
+        std::fs::write(&marker, mp.display().to_string()).map_err(|e| io_err("snapshot", v, &e))?;
+        let freeze = self
+            .run(
                 "freeze",
                 v,
                 Cmd::new(
@@ -491,24 +620,36 @@ impl SnapshotDriver for LocalDriver {
                     spec.timeout,
                 ),
             )
-            .await?;
+            .await;
+        if let Err(e) = freeze {
+            let _ = std::fs::remove_file(&marker);
+            return Err(e);
         }
-        let res = self.copy_file(v, &img, &to, spec.timeout).await;
-        for mp in &frozen {
-            if let Err(e) = self
-                .run(
-                    "unfreeze",
-                    v,
-                    Cmd::new(
-                        "fsfreeze",
-                        ["--unfreeze".to_owned(), mp.display().to_string()],
-                        spec.timeout,
-                    ),
-                )
-                .await
-            {
-                warn!(volume = %v, error = %e, "could not unfreeze the filesystem");
+        let thaw = Thaw {
+            mount_point: mp.clone(),
+            marker: marker.clone(),
+            armed: true,
+        };
+        let limit = self.freeze_limit.min(spec.timeout);
+        let res =
+            match tokio::time::timeout(limit, self.copy_file(v, &img, &to, spec.timeout)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let _ = std::fs::remove_file(to.with_extension("img.partial"));
+                    Err(DriverError::Timeout {
+                        op: "copy of the frozen filesystem",
+                        what: format!("volume {v} (thawed; the snapshot was not taken)"),
+                        timeout: limit,
+                    })
+                }
+            };
+        match self.unfreeze(v, &mp, spec.timeout).await {
+            Ok(()) => {
+                thaw.disarm();
+                let _ = std::fs::remove_file(&marker);
             }
+            // The guard tries once more as it drops; the marker stays for `recover`.
+            Err(e) => warn!(volume = %v, error = %e, "could not unfreeze the filesystem"),
         }
         res?;
         info!(volume = %v, snapshot = %snap, "snapshot taken");

@@ -93,3 +93,38 @@ async fn a_cancelled_snapshot_thaws_the_filesystem() {
     assert!(d.list_snapshots(&s).await.unwrap().is_empty());
     cleanup(&d, &s, &at).await;
 }
+
+/// A copy slower than the freeze bound fails with a timeout, and the filesystem is thawed
+/// when the bound passes — not when the (much longer) command timeout would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_frozen_window_has_its_own_bound() {
+    let (d, s, at, _b) = mounted("bounded").await;
+    let d = d.with_freeze_limit(Duration::from_millis(800));
+    let snap = SnapshotName::new("s1").unwrap();
+    let start = std::time::Instant::now();
+    let e = d.create_snapshot(&s, &snap).await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(e.to_string().contains("frozen"), "{e}");
+    assert_writable(&at).await;
+    cleanup(&d, &s, &at).await;
+}
+
+/// The process dies with the filesystem frozen (the snapshot future is never dropped
+/// properly): a driver started on the same state directory thaws it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_thaws_what_it_froze_before_a_crash() {
+    let (d, s, at, b) = mounted("crashed").await;
+    let snap = SnapshotName::new("s1").unwrap();
+    let mut fut = Box::pin(d.create_snapshot(&s, &snap));
+    // Poll until the filesystem is frozen, then "crash": forget the future.
+    let _ = tokio::time::timeout(Duration::from_secs(1), &mut fut).await;
+    std::mem::forget(fut);
+    let restarted = LocalDriver::new(b.join("state"), Arc::new(SystemExec)).unwrap();
+    restarted.recover().await.unwrap();
+    assert_writable(&at).await;
+    cleanup(&restarted, &s, &at).await;
+}

@@ -125,6 +125,11 @@ pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
             spec.volume
         )))
     }
+    /// Repairs what a crash of an earlier process left on this host (a filesystem left
+    /// frozen, a stale mount); daemons call it once at start.
+    async fn recover(&self) -> Result<(), DriverError> {
+        Ok(())
+    }
     /// Snapshot support, if the backend has it.
     fn snapshots(&self) -> Option<&dyn SnapshotDriver> {
         None

@@ -161,6 +161,16 @@ impl Drivers {
     pub fn backends(&self) -> Vec<BackendKind> {
         self.map.keys().copied().collect()
     }
+
+    /// Runs every driver's start-up repair ([`VolumeDriver::recover`]); failures are
+    /// logged, not fatal.
+    pub async fn recover(&self) {
+        for (b, d) in &self.map {
+            if let Err(e) = d.recover().await {
+                warn!(backend = %b, error = %e, "driver start-up repair failed");
+            }
+        }
+    }
 }
 
 /// A volume record with its live runtime options.
@@ -275,7 +285,7 @@ impl Volumes {
     fn lease(&self) -> Result<LeaseId, EngineError> {
         self.lease
             .borrow()
-            .usable()
+            .lockable()
             .cloned()
             .ok_or(EngineError::NoLease)
     }

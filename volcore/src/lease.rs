@@ -51,6 +51,16 @@ impl LeaseState {
         }
     }
 
+    /// The lease new locks may be taken with: only a `Live` one. (An `Expiring` lease may
+    /// be declared lost before the work under a new lock ends; locks already held stay
+    /// usable until it is.) The engine and a host's mounts take locks by this one rule.
+    pub fn lockable(&self) -> Option<&LeaseId> {
+        match self {
+            Self::Live { lease } => Some(lease),
+            _ => None,
+        }
+    }
+
     /// A short name for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {

@@ -146,7 +146,7 @@ impl fmt::Display for Size {
             return f.write_str("0");
         }
         for (name, mult) in DECIMAL.iter().chain(BINARY.iter()) {
-            if self.0 % mult == 0 {
+            if self.0.is_multiple_of(*mult) {
                 let unit = if *name == "k" {
                     "kB".to_owned()
                 } else {

@@ -164,9 +164,10 @@ async fn main() -> Result<()> {
     ));
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
-    // Wait until it serves.
+    // Wait until it serves (ready: it has its store and lease).
     for _ in 0..100 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+        let r = http.get(format!("{base}/readyz")).send().await;
+        if r.is_ok_and(|r| r.status().is_success()) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -180,6 +181,31 @@ async fn main() -> Result<()> {
         bail!("policy upload failed: {}", r.text().await?);
     }
     for &n in &a.clients {
+        // The concurrent floor: N clients doing nothing but bare etcd txns (two puts
+        // each, as a lock txn), as many as the REST round's creates.
+        let floor_txns_per_s = if n > 1 {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..n)
+                .map(|c| {
+                    let (etcd, iters) = (etcd.clone(), a.iterations);
+                    tokio::spawn(async move {
+                        let ns = format!("/loadgen-floor-{}-n{n}-c{c}", std::process::id());
+                        for i in 0..iters {
+                            etcd.txn(floor_txn(&ns, i, "conc")).await?;
+                        }
+                        anyhow::Ok(())
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await??;
+            }
+            let rate = (n * a.iterations) as f64 / start.elapsed().as_secs_f64();
+            println!("concurrent floor: {n} clients doing bare etcd txns: {rate:.0} txns/s");
+            Some(rate)
+        } else {
+            None
+        };
         let start = Instant::now();
         let tasks: Vec<_> = (0..n)
             .map(|c| {
@@ -261,6 +287,47 @@ async fn main() -> Result<()> {
             .iter()
             .position(|s| *s == "etcd txn")
             .map_or(Duration::ZERO, |k| p50[4 + k]);
+        if let Some(floor) = floor_txns_per_s {
+            // Creates alone, then removes alone, from N clients: each is two durable txns
+            // (lock + read, then publish or delete + unlock), so its ceiling is half the
+            // concurrent txn floor.
+            for (what, burst) in [("create", true), ("remove", false)] {
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..n)
+                    .map(|c| {
+                        let (http, base, iters) = (http.clone(), base.clone(), a.iterations);
+                        tokio::spawn(async move {
+                            for i in 0..iters {
+                                let vol = format!("load/burst-n{n}-c{c}-i{i}");
+                                let req = if burst {
+                                    http.post(format!("{base}/v1/volumes"))
+                                        .body(format!(r#"{{"volume":"{vol}"}}"#))
+                                } else {
+                                    http.delete(format!(
+                                        "{base}/v1/{}",
+                                        vol.replacen("load/", "volumes/load/", 1)
+                                    ))
+                                };
+                                let resp = req.send().await?;
+                                if !resp.status().is_success() {
+                                    bail!("{vol}: {}", resp.status());
+                                }
+                            }
+                            anyhow::Ok(())
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await??;
+                }
+                let rate = (n * a.iterations) as f64 / start.elapsed().as_secs_f64();
+                println!(
+                    "  {what} alone, N = {n}: {rate:.0}/s = {:.2} of half the concurrent txn floor ({:.0}/s)",
+                    rate / (floor / 2.0),
+                    floor / 2.0
+                );
+            }
+        }
         if n == 1 && !txn.is_zero() {
             println!(
                 "  create p50 = {:.2} x, remove p50 = {:.2} x the bare etcd txn p50",

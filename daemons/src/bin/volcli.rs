@@ -282,7 +282,20 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Res<reqwest::Response> {
+        self.send_within(method, path, body, None).await
+    }
+
+    async fn send_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> Res<reqwest::Response> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
         if let Some(b) = body {
             req = req.header("content-type", "application/json").body(b);
         }
@@ -295,7 +308,27 @@ impl Client {
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Res<Value> {
-        let resp = self.send(method, path, body).await?;
+        self.answer(self.send(method, path, body).await?).await
+    }
+
+    /// [`call`](Self::call) that gives up (an error) after `timeout`.
+    async fn call_within(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Res<Value> {
+        let resp =
+            tokio::time::timeout(timeout, self.send_within(method, path, body, Some(timeout)))
+                .await
+                .map_err(|_| {
+                    Fail::new(1, format!("volmaster did not answer within {timeout:?}"))
+                })??;
+        self.answer(resp).await
+    }
+
+    async fn answer(&self, resp: reqwest::Response) -> Res<Value> {
         let status = resp.status();
         let text = resp
             .text()
@@ -752,54 +785,126 @@ async fn use_cmd(c: &Client, cmd: UseCmd, j: bool) -> Res<u8> {
     Ok(0)
 }
 
+/// The maintenance session's TTL: the locks outlive a dead volcli by at most this.
+const SESSION_TTL: Duration = Duration::from_secs(10);
+/// How often the session is renewed.
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// The command is stopped this long before the session could expire unrenewed.
+const SESSION_MARGIN: Duration = Duration::from_secs(2);
+
+/// Kills a whole process group (the command and everything it started).
+fn kill_group(pgid: u32, sig: nix::sys::signal::Signal) {
+    if let Ok(p) = i32::try_from(pgid) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p), sig);
+    }
+}
+
 /// Holds the volume's maintenance locks (a renewed session) while `command` runs; its
-/// output and exit status pass through.
+/// output and exit status pass through. The command runs in its own process group; every
+/// request has a timeout; if the session cannot be renewed before it would expire (the
+/// locks would go), or volcli is interrupted, the whole group is killed and volcli exits
+/// non-zero saying why — the command never outlives its locks.
 async fn exec(c: &Client, volume: &str, command: &[String]) -> Res<u8> {
     let v = parse_vref(volume)?;
     let host = volcore_daemons::default_host();
-    let body =
-        serde_json::to_vec(&json!({"volume": v.to_string(), "host": host.as_str(), "ttl": "10s"}))
-            .unwrap_or_default();
-    let got = c.call(Method::POST, "/v1/maintenance", Some(body)).await?;
+    let wait = Duration::from_secs(600);
+    let body = serde_json::to_vec(&json!({
+        "volume": v.to_string(),
+        "host": host.as_str(),
+        "ttl": volcore::size::format_duration(SESSION_TTL),
+        "wait": volcore::size::format_duration(wait),
+    }))
+    .unwrap_or_default();
+    let got = c
+        .call_within(
+            Method::POST,
+            "/v1/maintenance",
+            Some(body),
+            wait + Duration::from_secs(30),
+        )
+        .await?;
+    let started = tokio::time::Instant::now();
     let session = got["session"].as_str().unwrap_or_default().to_owned();
     let path = format!("/v1/maintenance/{}", seg(&session));
-    let mut child = tokio::process::Command::new(&command[0])
+    // Ending the session is a courtesy (its locks expire with it anyway): a master that
+    // does not answer gets a second, not more.
+    let end = |why: Option<String>| async {
+        let patience = if why.is_some() { 1 } else { 5 };
+        if let Err(e) = c
+            .call_within(Method::DELETE, &path, None, Duration::from_secs(patience))
+            .await
+        {
+            eprintln!(
+                "volcli: could not end the maintenance session ({}); its locks expire within {}s",
+                e.msg,
+                SESSION_TTL.as_secs()
+            );
+        }
+        why
+    };
+    let mut child = match tokio::process::Command::new(&command[0])
         .args(&command[1..])
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| Fail::new(1, format!("cannot run {:?}: {e}", command[0])));
-    let result = match child.as_mut() {
-        Err(_) => None,
-        Ok(ch) => {
-            let mut tick = tokio::time::interval(Duration::from_secs(3));
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    status = ch.wait() => break Some(status),
-                    _ = tick.tick() => {
-                        if let Err(e) = c.call(Method::PUT, &path, None).await {
-                            eprintln!("volcli: maintenance locks of {v} lost ({}); stopping the command", e.msg);
-                            let _ = ch.kill().await;
-                            let _ = c.call(Method::DELETE, &path, None).await;
-                            return Err(Fail::new(1, "maintenance locks lost"));
-                        }
+    {
+        Ok(ch) => ch,
+        Err(e) => {
+            end(None).await;
+            return Err(Fail::new(1, format!("cannot run {:?}: {e}", command[0])));
+        }
+    };
+    let pgid = child.id().unwrap_or(0);
+    // The session is good until `expires` (counted from when the last renewal that
+    // succeeded was sent); the command must stop before that.
+    let mut expires = started + SESSION_TTL;
+    let mut next = started + RENEW_EVERY;
+    let mut interrupt = Box::pin(volcore_daemons::shutdown_signal());
+    let stop = loop {
+        let deadline = expires - SESSION_MARGIN;
+        tokio::select! {
+            status = child.wait() => {
+                // The command is done; whatever it left in its group goes with it.
+                kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                end(None).await;
+                return match status {
+                    Ok(s) => Ok(s.code().map_or(1, |c| u8::try_from(c).unwrap_or(1))),
+                    Err(e) => Err(Fail::new(1, format!("waiting for the command: {e}"))),
+                };
+            }
+            () = &mut interrupt => {
+                break format!("interrupted; the command ({:?}) was stopped", command[0]);
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                break format!(
+                    "the maintenance session of {v} could not be renewed before it would expire (the store or volmaster is unreachable); the command ({:?}) and everything it started were killed so that it never runs without the volume's locks",
+                    command[0]
+                );
+            }
+            () = tokio::time::sleep_until(next) => {
+                let sent = tokio::time::Instant::now();
+                // Never wait past the point where the command must be stopped.
+                let limit = deadline.saturating_duration_since(sent).min(RENEW_EVERY);
+                match c.call_within(Method::PUT, &path, None, limit).await {
+                    Ok(_) => {
+                        expires = sent + SESSION_TTL;
+                        next = sent + RENEW_EVERY;
+                    }
+                    Err(e) if e.msg.contains("does not exist") || e.msg.contains("has expired") => {
+                        break format!("the maintenance locks of {v} are gone ({}); the command ({:?}) and everything it started were killed", e.msg, command[0]);
+                    }
+                    Err(e) => {
+                        eprintln!("volcli: renewing the maintenance session failed ({}); retrying", e.msg);
+                        next = tokio::time::Instant::now() + Duration::from_millis(500);
                     }
                 }
             }
         }
     };
-    if let Err(e) = c.call(Method::DELETE, &path, None).await {
-        eprintln!(
-            "volcli: could not end the maintenance session ({}); its locks expire within 10s",
-            e.msg
-        );
-    }
-    match (child, result) {
-        (Err(e), _) => Err(e),
-        (Ok(_), Some(Ok(status))) => Ok(status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1))),
-        (Ok(_), Some(Err(e))) => Err(Fail::new(1, format!("waiting for the command: {e}"))),
-        (Ok(_), None) => Err(Fail::new(1, "the command did not start")),
-    }
+    kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait().await;
+    let why = end(Some(stop)).await.unwrap_or_default();
+    Err(Fail::new(1, format!("volcli: {why}")))
 }
 
 #[tokio::main(flavor = "current_thread")]

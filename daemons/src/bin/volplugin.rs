@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, env = "VOLPLUGIN_ON_LEASE_LOSS", default_value = "unmount")]
     on_lease_loss: LeaseLossAction,
     /// This host's state directory: its persistent identity (`host-id`), held by one
-    /// process at a time (default: /var/lib/volcore/plugin-<plugin-name>).
+    /// process at a time (default: /var/lib/volcore/plugin-NAME, NAME the plugin name).
     #[arg(long, env = "VOLPLUGIN_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// cgroup v1 parent, under the blkio mount, of the containers whose I/O rate limits

@@ -142,6 +142,7 @@ pub fn cluster(ttl: u32) -> Cluster {
         .strip_prefix("volmaster listening on ")
         .unwrap()
         .to_owned();
+    wait_ready(&addr);
     let c = Cluster {
         prefix,
         state: state.clone(),
@@ -186,7 +187,48 @@ pub fn plugin(c: &Cluster, name: &str, host: &str, socket_dir: &Path) -> PluginP
     plugin_env(c, name, host, socket_dir, &[])
 }
 
-/// A plugin with extra environment (`VOLPLUGIN_MOUNT_PATH` for a second "host").
+/// The volplugin command line of a plugin on cluster `c` (extra environment such as
+/// `VOLPLUGIN_MOUNT_PATH` for a second "host", `VOLPLUGIN_STATE_DIR` for a second
+/// machine).
+pub fn plugin_cmd(
+    c: &Cluster,
+    name: &str,
+    host: &str,
+    socket_dir: &Path,
+    extra: &[(&str, String)],
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_volplugin"));
+    cmd.args([
+        "--kv",
+        &format!("etcd://{}", env("VOLCORE_TEST_ETCD")),
+        "--prefix",
+        &c.prefix,
+    ])
+    .args([
+        "--plugin-name",
+        name,
+        "--host-label",
+        host,
+        "--socket-dir",
+        &socket_dir.display().to_string(),
+    ])
+    .args([
+        "--local-state",
+        &c.state.join("local").display().to_string(),
+    ])
+    // One state directory (machine identity) per host label unless told otherwise.
+    .env(
+        "VOLPLUGIN_STATE_DIR",
+        c.state.join(format!("plugin-{host}")).display().to_string(),
+    )
+    .envs(ceph_env(&c.state, host))
+    .env("RUST_LOG", "warn")
+    .envs(extra.iter().map(|(k, v)| (*k, v.as_str())));
+    cmd
+}
+
+/// A plugin with extra environment (`VOLPLUGIN_MOUNT_PATH` for a second "host"); returns
+/// once it serves.
 pub fn plugin_env(
     c: &Cluster,
     name: &str,
@@ -194,30 +236,7 @@ pub fn plugin_env(
     socket_dir: &Path,
     extra: &[(&str, String)],
 ) -> PluginProc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_volplugin"))
-        .args([
-            "--kv",
-            &format!("etcd://{}", env("VOLCORE_TEST_ETCD")),
-            "--prefix",
-            &c.prefix,
-        ])
-        .args([
-            "--plugin-name",
-            name,
-            "--host-label",
-            host,
-            "--socket-dir",
-            &socket_dir.display().to_string(),
-        ])
-        .args([
-            "--local-state",
-            &c.state.join("local").display().to_string(),
-            "--state-dir",
-            &c.state.join(format!("plugin-{host}")).display().to_string(),
-        ])
-        .envs(ceph_env(&c.state, host))
-        .env("RUST_LOG", "warn")
-        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+    let mut child = plugin_cmd(c, name, host, socket_dir, extra)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -226,10 +245,20 @@ pub fn plugin_env(
         .read_line(&mut line)
         .unwrap();
     assert!(line.starts_with("volplugin listening on"), "{line}");
+    let sock = socket_dir.join(format!("{name}.sock"));
+    // Ready: connected, and its mounts re-adopted.
+    let start = std::time::Instant::now();
+    while !socket_get(&sock, "/readyz").starts_with("HTTP/1.1 200") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "plugin {name} never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     PluginProc {
         child,
         name: name.to_owned(),
-        sock: socket_dir.join(format!("{name}.sock")),
+        sock,
     }
 }
 
@@ -238,6 +267,21 @@ pub fn sigterm(p: &mut PluginProc) {
         .args(["-TERM", &p.child.id().to_string()])
         .status();
     let _ = p.child.wait();
+}
+
+/// `GET path` on a plugin socket: the raw answer.
+pub fn socket_get(sock: &Path, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 pub fn socket_call(sock: &Path, endpoint: &str, body: Value) -> Value {
@@ -269,3 +313,27 @@ pub fn ceph_env(state: &Path, who: &str) -> Vec<(String, String)> {
 }
 
 pub const DOCKER_PLUGINS: &str = "/run/docker/plugins";
+
+/// Waits (up to 20 s) until volmaster at `addr` is ready (`/readyz` 200).
+pub fn wait_ready(addr: &str) {
+    use std::io::{Read, Write};
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = write!(
+                s,
+                "GET /readyz HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
+            );
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "volmaster at {addr} never became ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -253,7 +253,7 @@ enum Owed {
     /// Write the in-memory record (a user came or went).
     Record,
     /// Delete the record and release this lock (the volume is unmounted).
-    Teardown(Option<HeldLock>),
+    Teardown(Option<Box<HeldLock>>),
 }
 
 struct Inner {
@@ -308,6 +308,9 @@ fn decode_volume(e: &crate::kv::Entry) -> Result<Volume, KvError> {
     })
 }
 
+/// How long a mount waits for a starting host's re-adoption before it is refused.
+const ADOPTION_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Backoff for store retries: 100 ms doubling to 5 s.
 fn next_pause(p: Duration) -> Duration {
     (p * 2).clamp(Duration::from_millis(100), Duration::from_secs(5))
@@ -319,6 +322,8 @@ impl HostMounts {
     /// (re-adoption, lease and runtime watchers, owed store cleanup).
     pub async fn start(deps: MountsDeps, cfg: MountsConfig) -> Result<Self, MountError> {
         let identity = HostIdentity::open(&cfg.state_dir, cfg.host.clone())?;
+        // What a crashed predecessor left on this host (a filesystem left frozen, …).
+        deps.drivers.recover().await;
         let lease = deps
             .lease
             .borrow()
@@ -469,12 +474,14 @@ impl HostMounts {
     }
 
     fn live_lease(&self) -> Result<LeaseId, MountError> {
-        match &*self.inner.lease.borrow() {
-            LeaseState::Live { lease } => Ok(lease.clone()),
-            _ => Err(MountError::NoLease {
+        self.inner
+            .lease
+            .borrow()
+            .lockable()
+            .cloned()
+            .ok_or_else(|| MountError::NoLease {
                 host: self.inner.cfg.host.clone(),
-            }),
-        }
+            })
     }
 
     fn record_key(&self, v: &VolumeRef) -> String {
@@ -627,7 +634,7 @@ impl HostMounts {
             }
             Err(e) => {
                 warn!(volume = %v, error = %e, "store cleanup of an unmounted volume failed; retrying in the background");
-                self.owe(v, Owed::Teardown(held));
+                self.owe(v, Owed::Teardown(held.map(Box::new)));
             }
         }
     }
@@ -638,7 +645,7 @@ impl HostMounts {
         match owed {
             None => Ok(()),
             Some(Owed::Teardown(held)) => {
-                self.delete_record(v, held.as_ref()).await?;
+                self.delete_record(v, held.as_deref()).await?;
                 lock(&self.inner.owed).remove(v);
                 Ok(())
             }
@@ -673,6 +680,12 @@ impl HostMounts {
     pub async fn mount(&self, v: &VolumeRef, id: &str) -> Result<PathBuf, MountError> {
         if id.is_empty() {
             return Err(MountError::NoUserId);
+        }
+        if !self.adopted() {
+            // Re-adoption normally takes moments: give it a little time before refusing.
+            let mut rx = self.inner.adoption.subscribe();
+            let _ = tokio::time::timeout(ADOPTION_PATIENCE, rx.wait_for(|a| *a == Adoption::Done))
+                .await;
         }
         if let Adoption::Pending(why) = &*self.inner.adoption.borrow() {
             return Err(MountError::NotReady {
