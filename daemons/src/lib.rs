@@ -107,6 +107,39 @@ fn read_global(e: Option<volcore::Entry>) -> GlobalConfig {
     }
 }
 
+/// Runs `attempt` until it succeeds, waiting 100 ms doubling to 5 s between tries, and
+/// says what the daemon waits for in `waiting` (and the log) meanwhile; an error for which
+/// `fatal` is true ends the wait (retrying cannot fix it).
+pub async fn retry_until_ready<T, Fut>(
+    who: &str,
+    waiting: &std::sync::Mutex<String>,
+    mut attempt: impl FnMut() -> Fut,
+    fatal: impl Fn(&anyhow::Error) -> bool,
+) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if fatal(&e) => return Err(e),
+            Err(e) => {
+                let what = format!(
+                    "waiting for its store ({e:#}); retrying every {}",
+                    volcore::size::format_duration(pause)
+                );
+                warn!("{who} {what}");
+                if let Ok(mut w) = waiting.lock() {
+                    *w = what;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// This machine's host name as a host label (`/proc/sys/kernel/hostname`), or `localhost`.
 pub fn default_host() -> HostName {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -131,15 +131,15 @@ pub async fn serve(
             k = connect(&state, &kv, &keys, drivers) => Some(k),
             () = &mut shutdown => None,
         };
-        if keeper.is_some() {
+        if matches!(keeper, Some(Ok(_))) {
             info!("volmaster ready");
             shutdown.await;
         }
         let _ = stop_tx.send(());
-        keeper
+        keeper.transpose()
     };
     let (served, keeper) = tokio::join!(server, main);
-    if let Some(k) = keeper {
+    if let Some(k) = keeper? {
         k.shutdown().await;
     }
     info!("volmaster stopped");
@@ -153,46 +153,33 @@ async fn connect(
     kv: &Arc<dyn KvStore>,
     keys: &Keys,
     drivers: Drivers,
-) -> LeaseKeeper {
+) -> Result<LeaseKeeper> {
     drivers.recover().await;
-    let mut pause = Duration::from_millis(100);
-    loop {
-        let attempt = async {
-            let global = crate::watch_global(kv.clone(), keys.clone()).await?;
-            let ttl = global.borrow().ttl;
-            let keeper = LeaseKeeper::start(kv.clone(), ttl)
-                .await
-                .context("granting volmaster's lease")?;
-            anyhow::Ok((global, keeper))
-        };
-        match attempt.await {
-            Ok((global, keeper)) => {
-                let engine = Volumes::new(
-                    kv.clone(),
-                    keys.clone(),
-                    drivers,
-                    state.cfg.host.clone(),
-                    keeper.subscribe(),
-                    global,
-                );
-                let _ = state.engine.set(engine);
-                return keeper;
-            }
-            Err(e) => {
-                let what = format!(
-                    "waiting for its store {} ({e:#}); retrying every {}",
-                    state.cfg.kv_spec,
-                    volcore::size::format_duration(pause)
-                );
-                warn!("volmaster {what}");
-                if let Ok(mut w) = state.waiting.lock() {
-                    *w = what;
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    let attempt = || async {
+        let global = crate::watch_global(kv.clone(), keys.clone()).await?;
+        let ttl = global.borrow().ttl;
+        let keeper = LeaseKeeper::start(kv.clone(), ttl)
+            .await
+            .context("granting volmaster's lease")?;
+        anyhow::Ok((global, keeper))
+    };
+    let (global, keeper) = crate::retry_until_ready(
+        &format!("volmaster (store {})", state.cfg.kv_spec),
+        &state.waiting,
+        attempt,
+        |_| false,
+    )
+    .await?;
+    let engine = Volumes::new(
+        kv.clone(),
+        keys.clone(),
+        drivers,
+        state.cfg.host.clone(),
+        keeper.subscribe(),
+        global,
+    );
+    let _ = state.engine.set(engine);
+    Ok(keeper)
 }
 
 /// The router, for in-process tests.

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
@@ -357,77 +356,56 @@ async fn start(p: &Plugin, deps: PluginDeps) -> Result<Ready> {
     let cfg = &p.cfg;
     let keys = Keys::new(&cfg.prefix).context("--prefix")?;
     let kv = deps.kv;
-    let wait = |what: String| {
-        if let Ok(mut w) = p.waiting.lock() {
-            *w = what;
-        }
-    };
-    let mut pause = Duration::from_millis(100);
-    loop {
-        let attempt = async {
-            let global = crate::watch_global(kv.clone(), keys.clone()).await?;
-            let ttl = global.borrow().ttl;
-            let keeper = LeaseKeeper::start(kv.clone(), ttl)
-                .await
-                .context("granting volplugin's lease")?;
-            let mounts = HostMounts::start(
-                MountsDeps {
-                    kv: kv.clone(),
-                    keys: keys.clone(),
-                    drivers: deps.drivers.clone(),
-                    lease: keeper.subscribe(),
-                    global: global.clone(),
-                },
-                MountsConfig {
-                    host: cfg.host.clone(),
-                    state_dir: cfg.state_dir.clone(),
-                    owner: format!("volplugin:{}", cfg.plugin_name),
-                    version: crate::version(),
-                    mount_root: cfg.mount_path.clone(),
-                    on_lease_loss: cfg.on_lease_loss,
-                    throttle: Some(ThrottleConfig {
-                        v1_parent: cfg.cgroup_parent.clone(),
-                        v2_parent: cfg.cgroup_v2.clone(),
-                    }),
-                },
-            )
-            .await;
-            let mounts = match mounts {
-                Ok(m) => m,
-                Err(e) => {
-                    keeper.shutdown().await;
-                    return Err(anyhow::Error::new(e));
-                }
-            };
-            let engine = Volumes::new(
-                kv.clone(),
-                keys.clone(),
-                deps.drivers.clone(),
-                cfg.host.clone(),
-                keeper.subscribe(),
-                global,
-            );
-            anyhow::Ok(Ready {
-                engine,
-                mounts,
-                keeper,
-            })
-        };
-        match attempt.await {
-            Ok(r) => return Ok(r),
-            Err(e) if fatal(&e) => return Err(e),
+    let attempt = || async {
+        let global = crate::watch_global(kv.clone(), keys.clone()).await?;
+        let ttl = global.borrow().ttl;
+        let keeper = LeaseKeeper::start(kv.clone(), ttl)
+            .await
+            .context("granting volplugin's lease")?;
+        let mounts = HostMounts::start(
+            MountsDeps {
+                kv: kv.clone(),
+                keys: keys.clone(),
+                drivers: deps.drivers.clone(),
+                lease: keeper.subscribe(),
+                global: global.clone(),
+            },
+            MountsConfig {
+                host: cfg.host.clone(),
+                state_dir: cfg.state_dir.clone(),
+                owner: format!("volplugin:{}", cfg.plugin_name),
+                version: crate::version(),
+                mount_root: cfg.mount_path.clone(),
+                on_lease_loss: cfg.on_lease_loss,
+                throttle: Some(ThrottleConfig {
+                    v1_parent: cfg.cgroup_parent.clone(),
+                    v2_parent: cfg.cgroup_v2.clone(),
+                }),
+            },
+        )
+        .await;
+        let mounts = match mounts {
+            Ok(m) => m,
             Err(e) => {
-                let what = format!(
-                    "waiting for its store ({e:#}); retrying every {}",
-                    volcore::size::format_duration(pause)
-                );
-                warn!("volplugin {what}");
-                wait(what);
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
+                keeper.shutdown().await;
+                return Err(anyhow::Error::new(e));
             }
-        }
-    }
+        };
+        let engine = Volumes::new(
+            kv.clone(),
+            keys.clone(),
+            deps.drivers.clone(),
+            cfg.host.clone(),
+            keeper.subscribe(),
+            global,
+        );
+        anyhow::Ok(Ready {
+            engine,
+            mounts,
+            keeper,
+        })
+    };
+    crate::retry_until_ready("volplugin", &p.waiting, attempt, fatal).await
 }
 
 /// Start errors that no retry fixes.

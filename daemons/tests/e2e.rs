@@ -5,37 +5,16 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
+mod docker_common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use docker_common::wait_ready;
 use serde_json::Value;
-
-/// Waits (up to 20 s) until volmaster at `addr` is ready (`/readyz` 200).
-pub fn wait_ready(addr: &str) {
-    use std::io::{Read, Write};
-    let start = std::time::Instant::now();
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            let _ = write!(
-                s,
-                "GET /readyz HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
-            );
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") {
-                return;
-            }
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "volmaster at {addr} never became ready"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
 
 struct Master {
     child: Child,

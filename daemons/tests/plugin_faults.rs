@@ -63,6 +63,58 @@ async fn create(h: &Host, v: &str) {
     assert_eq!(err_of(&r), "", "create {v}");
 }
 
+/// Host A on a store wrapper that can cut it off (`flaky`), and, when asked, host B — a
+/// second machine on the same storage — on the store itself; policy1 is the null backend.
+struct Pair {
+    mem: Arc<dyn KvStore>,
+    prefix: String,
+    flaky: FlakyKv,
+    fa: FakeDriver,
+    a: Host,
+    b: Option<Host>,
+}
+
+async fn pair(ttl: u64, on_loss: LeaseLossAction, with_b: bool) -> Pair {
+    let (mem, prefix) = store(ttl).await;
+    upload(&mem, &prefix, "policy1", NULL).await;
+    let flaky = FlakyKv::new(mem.clone());
+    let dir = tmp("sock");
+    let fa = FakeDriver::new(BackendKind::Null);
+    let a = HostSpec::new(
+        Arc::new(flaky.clone()),
+        drivers(&fa),
+        "host-a",
+        &dir,
+        &prefix,
+    )
+    .on_loss(on_loss)
+    .start()
+    .await;
+    let b = if with_b {
+        Some(
+            HostSpec::new(
+                mem.clone(),
+                drivers(&fa.another_host()),
+                "host-b",
+                &dir,
+                &prefix,
+            )
+            .start()
+            .await,
+        )
+    } else {
+        None
+    };
+    Pair {
+        mem,
+        prefix,
+        flaky,
+        fa,
+        a,
+        b,
+    }
+}
+
 /// A second machine started with a live host's label is refused, and the first host's
 /// mount, record and lock are untouched (before: the second plugin took the first one's
 /// record for "another host took this volume" and unmounted its live mount).
@@ -107,24 +159,15 @@ async fn a_duplicate_host_label_is_refused() {
 /// fences itself — its driver unmounts — and B can mount again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_volume_used_by_another_host_during_an_outage_is_fenced() {
-    let (mem, prefix) = store(2).await;
-    upload(&mem, &prefix, "policy1", NULL).await;
-    let flaky = FlakyKv::new(mem.clone());
-    let dir = tmp("sock");
-    let fa = FakeDriver::new(BackendKind::Null);
-    let fb = fa.another_host();
-    let a = HostSpec::new(
-        Arc::new(flaky.clone()),
-        drivers(&fa),
-        "host-a",
-        &dir,
-        &prefix,
-    )
-    .start()
-    .await;
-    let b = HostSpec::new(mem.clone(), drivers(&fb), "host-b", &dir, &prefix)
-        .start()
-        .await;
+    let Pair {
+        mem,
+        prefix,
+        flaky,
+        fa,
+        a,
+        b,
+    } = pair(2, LeaseLossAction::Unmount, true).await;
+    let b = b.unwrap();
     create(&a, "policy1/aba").await;
     assert_eq!(mount(&a, "policy1/aba", "a1").await, "");
     flaky.fail_everything();
@@ -165,20 +208,14 @@ async fn a_volume_used_by_another_host_during_an_outage_is_fenced() {
 /// attempt, then the volume stayed mounted with no lock at all).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_errors_while_re_establishing_are_retried() {
-    let (mem, prefix) = store(2).await;
-    upload(&mem, &prefix, "policy1", NULL).await;
-    let flaky = FlakyKv::new(mem.clone());
-    let dir = tmp("sock");
-    let fa = FakeDriver::new(BackendKind::Null);
-    let a = HostSpec::new(
-        Arc::new(flaky.clone()),
-        drivers(&fa),
-        "host-a",
-        &dir,
-        &prefix,
-    )
-    .start()
-    .await;
+    let Pair {
+        mem,
+        prefix,
+        flaky,
+        fa,
+        a,
+        b: _,
+    } = pair(2, LeaseLossAction::Unmount, false).await;
     create(&a, "policy1/retry").await;
     assert_eq!(mount(&a, "policy1/retry", "a1").await, "");
     flaky.fail_everything();
@@ -251,25 +288,15 @@ async fn a_failing_mount_listing_at_start_keeps_records_and_locks() {
 /// (before: it was, with nobody's lock behind it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_refuses_new_mounts_of_a_volume_it_lost() {
-    let (mem, prefix) = store(2).await;
-    upload(&mem, &prefix, "policy1", NULL).await;
-    let flaky = FlakyKv::new(mem.clone());
-    let dir = tmp("sock");
-    let fa = FakeDriver::new(BackendKind::Null);
-    let fb = fa.another_host();
-    let a = HostSpec::new(
-        Arc::new(flaky.clone()),
-        drivers(&fa),
-        "host-a",
-        &dir,
-        &prefix,
-    )
-    .on_loss(LeaseLossAction::Keep)
-    .start()
-    .await;
-    let b = HostSpec::new(mem.clone(), drivers(&fb), "host-b", &dir, &prefix)
-        .start()
-        .await;
+    let Pair {
+        mem,
+        prefix,
+        flaky,
+        fa,
+        a,
+        b,
+    } = pair(2, LeaseLossAction::Keep, true).await;
+    let b = b.unwrap();
     create(&a, "policy1/kept").await;
     assert_eq!(mount(&a, "policy1/kept", "a1").await, "");
     flaky.fail_everything();
@@ -305,20 +332,14 @@ async fn keep_refuses_new_mounts_of_a_volume_it_lost() {
 /// store is back (before: the unmount failed and the volume stayed mounted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmount_while_the_store_is_down_still_unmounts() {
-    let (mem, prefix) = store(30).await;
-    upload(&mem, &prefix, "policy1", NULL).await;
-    let flaky = FlakyKv::new(mem.clone());
-    let dir = tmp("sock");
-    let fa = FakeDriver::new(BackendKind::Null);
-    let a = HostSpec::new(
-        Arc::new(flaky.clone()),
-        drivers(&fa),
-        "host-a",
-        &dir,
-        &prefix,
-    )
-    .start()
-    .await;
+    let Pair {
+        mem,
+        prefix,
+        flaky,
+        fa,
+        a,
+        b: _,
+    } = pair(30, LeaseLossAction::Unmount, false).await;
     create(&a, "policy1/down").await;
     assert_eq!(mount(&a, "policy1/down", "a1").await, "");
     flaky.fail_everything();

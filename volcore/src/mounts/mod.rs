@@ -659,6 +659,12 @@ impl HostMounts {
         }
     }
 
+    /// Who holds `v`'s mount lock now, if anyone (and the store answers).
+    async fn holder_now(&self, v: &VolumeRef) -> Option<Box<LockHolder>> {
+        let now = self.inner.locker.get(LockKind::Mount, v).await.ok()??;
+        Some(Box::new(now.holder))
+    }
+
     fn map_lock_err(&self, v: &VolumeRef, e: LockError) -> MountError {
         match e {
             LockError::CheckFailed { key } if key == self.inner.keys.volume(v) => {
@@ -744,14 +750,7 @@ impl HostMounts {
             Ok(()) => {}
             Err(KvError::Conflict { .. }) => {
                 // The fence failed: the lock is not ours any more.
-                let now = self
-                    .inner
-                    .locker
-                    .get(LockKind::Mount, v)
-                    .await
-                    .ok()
-                    .flatten();
-                let holder = now.map(|l| Box::new(l.holder));
+                let holder = self.holder_now(v).await;
                 m.record.ids.remove(id);
                 m.lock = MountLock::Lost(holder.clone());
                 self.set(v, Some(m));
@@ -1146,15 +1145,9 @@ impl HostMounts {
                     return;
                 }
                 Err(LockError::EpochChanged { now, .. }) => {
-                    let holder = self
-                        .inner
-                        .locker
-                        .get(LockKind::Mount, v)
-                        .await
-                        .ok()
-                        .flatten();
-                    error!(volume = %v, epoch = ?now, holder = ?holder.as_ref().map(|h| &h.holder.host), "another holder had this volume while our lease was lost");
-                    self.fence(v, m, holder.map(|l| Box::new(l.holder))).await;
+                    let holder = self.holder_now(v).await;
+                    error!(volume = %v, epoch = ?now, holder = ?holder.as_ref().map(|h| &h.host), "another holder had this volume while our lease was lost");
+                    self.fence(v, m, holder).await;
                     return;
                 }
                 Err(LockError::Held { holder }) => {
