@@ -916,6 +916,7 @@ impl VolumeDriver for RbdDriver {
         }
         let rm = self.rbd_cmd(&["rm", "--no-progress", &img.spec()], t);
         let mut purged = false;
+        let mut busy_again = false;
         loop {
             let out = self.exec("destroy", &what, &rm).await?;
             if out.success() {
@@ -930,6 +931,12 @@ impl VolumeDriver for RbdDriver {
                         .iter()
                         .map(|w| format!("client.{} at {}", w.client, w.address))
                         .collect();
+                    if w.is_empty() && !busy_again {
+                        // The watcher went away between rm and status (a dead client's
+                        // watch timing out): try once more.
+                        busy_again = true;
+                        continue;
+                    }
                     return Err(DriverError::Busy {
                         what: format!("volume {} ({})", spec.volume, img.spec()),
                         detail: if w.is_empty() {

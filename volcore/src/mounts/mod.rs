@@ -1025,7 +1025,10 @@ impl HostMounts {
             match self.write_record(v, &m).await {
                 Ok(()) => {}
                 Err(KvError::Conflict { .. }) => {
+                    // The fence failed: the lock is not ours; no new users from now on.
                     warn!(volume = %v, "the mount lock is no longer ours");
+                    m.lock = MountLock::Lost(self.holder_now(v).await);
+                    self.set(v, Some(m.clone()));
                 }
                 Err(e) => {
                     warn!(volume = %v, error = %e, "could not record the user's departure; retrying in the background");
