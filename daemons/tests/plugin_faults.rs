@@ -115,6 +115,20 @@ async fn pair(ttl: u64, on_loss: LeaseLossAction, with_b: bool) -> Pair {
     }
 }
 
+/// Host A mounts `v` (user a1) and is cut off from the store; host B mounts it (user b1)
+/// once A's lease has expired.
+async fn a_mounts_then_b_takes_over(a: &Host, b: &Host, flaky: &FlakyKv, v: &str) {
+    create(a, v).await;
+    assert_eq!(mount(a, v, "a1").await, "");
+    flaky.fail_everything();
+    until(
+        Duration::from_secs(6),
+        "host-b mounts after host-a's lease expired",
+        async || mount(b, v, "b1").await.is_empty(),
+    )
+    .await;
+}
+
 /// A second machine started with a live host's label is refused, and the first host's
 /// mount, record and lock are untouched (before: the second plugin took the first one's
 /// record for "another host took this volume" and unmounted its live mount).
@@ -168,15 +182,7 @@ async fn a_volume_used_by_another_host_during_an_outage_is_fenced() {
         b,
     } = pair(2, LeaseLossAction::Unmount, true).await;
     let b = b.unwrap();
-    create(&a, "policy1/aba").await;
-    assert_eq!(mount(&a, "policy1/aba", "a1").await, "");
-    flaky.fail_everything();
-    until(
-        Duration::from_secs(6),
-        "host-b mounts after host-a's lease expired",
-        async || mount(&b, "policy1/aba", "b1").await.is_empty(),
-    )
-    .await;
+    a_mounts_then_b_takes_over(&a, &b, &flaky, "policy1/aba").await;
     assert_eq!(unmount(&b, "policy1/aba", "b1").await, "");
     assert_eq!(lock_host(&mem, &prefix, "policy1/aba").await, None);
     flaky.heal();
@@ -297,15 +303,7 @@ async fn keep_refuses_new_mounts_of_a_volume_it_lost() {
         b,
     } = pair(2, LeaseLossAction::Keep, true).await;
     let b = b.unwrap();
-    create(&a, "policy1/kept").await;
-    assert_eq!(mount(&a, "policy1/kept", "a1").await, "");
-    flaky.fail_everything();
-    until(
-        Duration::from_secs(6),
-        "host-b takes the volume",
-        async || mount(&b, "policy1/kept", "b1").await.is_empty(),
-    )
-    .await;
+    a_mounts_then_b_takes_over(&a, &b, &flaky, "policy1/kept").await;
     let refused = mount(&a, "policy1/kept", "a2").await;
     assert!(!refused.is_empty(), "host-a handed out a volume it lost");
     flaky.heal();
