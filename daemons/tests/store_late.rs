@@ -53,16 +53,8 @@ fn etcd(dir: &Path, client: u16, peer: u16) -> Proc {
     Proc(child)
 }
 
-/// `GET path` over TCP; the status code (0 when nothing answers).
-fn http_status(addr: &str, path: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
-    );
+/// Reads an HTTP answer to its end: its status code (0 if none) and the whole text.
+fn answer(s: &mut impl Read) -> (u16, String) {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let code = out
@@ -73,6 +65,19 @@ fn http_status(addr: &str, path: &str) -> (u16, String) {
     (code, out)
 }
 
+/// `GET path` over TCP; the status code (0 when nothing answers).
+fn http_status(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
+    );
+    answer(&mut s)
+}
+
 /// `GET /readyz` or `POST /endpoint` over the plugin's unix socket.
 fn sock_call(sock: &Path, req: &str) -> (u16, String) {
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
@@ -80,14 +85,7 @@ fn sock_call(sock: &Path, req: &str) -> (u16, String) {
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = s.write_all(req.as_bytes());
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, out)
+    answer(&mut s)
 }
 
 fn plugin_post(sock: &Path, endpoint: &str, body: &str) -> String {

@@ -74,7 +74,7 @@ fn decode<T: serde::de::DeserializeOwned>(e: &Entry) -> Option<T> {
     match serde_json::from_slice(&e.value) {
         Ok(v) => Some(v),
         Err(err) => {
-            warn!(key = %e.key, error = %err, "skipping a record that does not decode");
+            warn!(key = %e.key, error = %err, "ignoring a record that does not decode");
             None
         }
     }

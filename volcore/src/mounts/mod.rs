@@ -1223,7 +1223,7 @@ impl HostMounts {
             let record = match MountRecord::decode(&e) {
                 Ok(r) => r,
                 Err(err) => {
-                    warn!(volume = %v, error = %err, "skipping a corrupt mount record");
+                    warn!(volume = %v, error = %err, "ignoring a corrupt mount record");
                     continue;
                 }
             };
