@@ -18,7 +18,7 @@
 
 mod rbd;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -991,6 +991,20 @@ impl VolumeDriver for RbdDriver {
 
     /// One `rbd ls` per configured pool.
     async fn list(&self) -> Result<Vec<VolumeRef>, DriverError> {
+        let mut out: Vec<VolumeRef> = self
+            .inventory()
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.volume)
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The images of every configured pool, each with its `pool`.
+    async fn inventory(&self) -> Result<Option<Vec<volcore::Stored>>, DriverError> {
         let mut out = Vec::new();
         for pool in &self.cfg.pools {
             let names: Vec<String> = self
@@ -1001,11 +1015,17 @@ impl VolumeDriver for RbdDriver {
                     rbd::DEFAULT_TIMEOUT,
                 )
                 .await?;
-            out.extend(names.iter().filter_map(|n| volume_of_image(n)));
+            out.extend(
+                names
+                    .iter()
+                    .filter_map(|n| volume_of_image(n))
+                    .map(|volume| volcore::Stored {
+                        volume,
+                        params: BTreeMap::from([("pool".to_owned(), pool.clone())]),
+                    }),
+            );
         }
-        out.sort();
-        out.dedup();
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// One `rbd resize` (grow only).

@@ -115,6 +115,21 @@ pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
     async fn exists(&self, spec: &VolumeSpec) -> Result<bool, DriverError>;
     /// Every volume this backend holds.
     async fn list(&self) -> Result<Vec<VolumeRef>, DriverError>;
+    /// The storage this backend holds, each with the parameters that address it (Ceph:
+    /// its `pool`), for `check` to compare with the records; `None` when the backend
+    /// keeps nothing that outlives the process (`null`), so there is nothing to compare.
+    async fn inventory(&self) -> Result<Option<Vec<Stored>>, DriverError> {
+        Ok(Some(
+            self.list()
+                .await?
+                .into_iter()
+                .map(|volume| Stored {
+                    volume,
+                    params: BTreeMap::new(),
+                })
+                .collect(),
+        ))
+    }
     /// Grows the storage to `to` (the filesystem on it is not grown). Backends that cannot
     /// resize say so.
     async fn resize(&self, spec: &VolumeSpec, to: Size) -> Result<(), DriverError> {
@@ -138,6 +153,15 @@ pub trait VolumeDriver: Send + Sync + std::fmt::Debug {
     fn mounts(&self) -> Option<&dyn MountDriver> {
         None
     }
+}
+
+/// A volume's storage as a backend's inventory reports it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Stored {
+    /// The volume it belongs to (by its name in the backend).
+    pub volume: VolumeRef,
+    /// The driver parameters that address it, e.g. `pool` for Ceph.
+    pub params: BTreeMap<String, String>,
 }
 
 /// A volume mounted on this host.
@@ -303,6 +327,11 @@ impl VolumeDriver for NullDriver {
     }
     async fn exists(&self, spec: &VolumeSpec) -> Result<bool, DriverError> {
         Ok(self.with(|st| st.volumes.contains(&spec.volume)))
+    }
+    async fn inventory(&self) -> Result<Option<Vec<Stored>>, DriverError> {
+        // Its volumes live in this process only: after a restart every record would look
+        // like lost storage.
+        Ok(None)
     }
     async fn list(&self) -> Result<Vec<VolumeRef>, DriverError> {
         Ok(self.with(|st| st.volumes.iter().cloned().collect()))

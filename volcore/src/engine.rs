@@ -265,6 +265,11 @@ impl Volumes {
         &self.keys
     }
 
+    /// The drivers.
+    pub fn drivers(&self) -> &Drivers {
+        &self.drivers
+    }
+
     /// The store.
     pub fn kv(&self) -> &Arc<dyn KvStore> {
         &self.kv
@@ -272,17 +277,17 @@ impl Volumes {
 
     /// A locker for one operation: its locks are never shared with another operation,
     /// even one of this daemon.
-    fn op(&self) -> Locker {
+    pub(crate) fn op(&self) -> Locker {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.locker.with_owner(format!("{}-{n}", self.instance))
     }
 
-    fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.global.borrow().timeout
     }
 
-    fn lease(&self) -> Result<LeaseId, EngineError> {
+    pub(crate) fn lease(&self) -> Result<LeaseId, EngineError> {
         self.lease
             .borrow()
             .lockable()
@@ -290,7 +295,7 @@ impl Volumes {
             .ok_or(EngineError::NoLease)
     }
 
-    fn driver(&self, b: BackendKind) -> Result<&Arc<dyn VolumeDriver>, EngineError> {
+    pub(crate) fn driver(&self, b: BackendKind) -> Result<&Arc<dyn VolumeDriver>, EngineError> {
         self.drivers.get(b).ok_or_else(|| {
             let served: Vec<_> = self.drivers.backends().iter().map(|b| b.as_str()).collect();
             let hint = if b == BackendKind::Null {
@@ -305,7 +310,7 @@ impl Volumes {
         })
     }
 
-    async fn with_timeout<T>(
+    pub(crate) async fn with_timeout<T>(
         &self,
         op: &'static str,
         volume: &VolumeRef,
@@ -455,7 +460,7 @@ impl Volumes {
 
     // ----- volumes --------------------------------------------------------------------
 
-    fn both(&self, v: &VolumeRef, reason: LockReason) -> Vec<LockRequest> {
+    pub(crate) fn both(&self, v: &VolumeRef, reason: LockReason) -> Vec<LockRequest> {
         vec![
             LockRequest::new(LockKind::Mount, v.clone(), reason),
             LockRequest::new(LockKind::Op, v.clone(), reason),
@@ -476,7 +481,32 @@ impl Volumes {
         }
     }
 
-    async fn release_quietly(&self, held: &[HeldLock]) {
+    /// Releases the locks of an operation that made no record (a failed create or copy,
+    /// a repair), with the epoch key their mount lock wrote: a volume without a record
+    /// keeps no epoch (nobody can have it mounted).
+    pub(crate) async fn release_unrecorded(&self, vref: &VolumeRef, held: &[HeldLock]) {
+        let mut ops: Vec<TxnOp> = held
+            .iter()
+            .map(|h| TxnOp::Delete {
+                key: h.key.clone(),
+                pre: Precondition::CreateRevision(h.token),
+            })
+            .collect();
+        ops.push(TxnOp::Delete {
+            key: self.keys.epoch(vref),
+            pre: Precondition::Any,
+        });
+        ops.push(TxnOp::Check {
+            key: self.keys.volume(vref),
+            pre: Precondition::Absent,
+        });
+        if let Err(e) = self.kv.txn(ops).await {
+            debug!(error = %e, "releasing with the epoch failed; releasing the locks alone");
+            self.release_quietly(held).await;
+        }
+    }
+
+    pub(crate) async fn release_quietly(&self, held: &[HeldLock]) {
         // Releasing compares fencing tokens, so any locker of this host can do it.
         if let Err(e) = self.locker.release(held).await {
             warn!(error = %e, "could not release locks; they expire with this daemon's lease");
@@ -519,14 +549,14 @@ impl Volumes {
         let (volume, crud) = match self.prepare_create(vref, options, reads) {
             Ok(v) => v,
             Err(e) => {
-                self.release_quietly(&held).await;
+                self.release_unrecorded(vref, &held).await;
                 return Err(e);
             }
         };
         let spec = VolumeSpec::of(&volume, self.timeout());
         if let Some(d) = &crud {
             if let Err(e) = self.with_timeout("create", vref, d.create(&spec)).await {
-                self.release_quietly(&held).await;
+                self.release_unrecorded(vref, &held).await;
                 return Err(
                     if matches!(e.driver_error(), Some(DriverError::AlreadyExists { .. })) {
                         EngineError::BadRequest(format!(
@@ -539,7 +569,7 @@ impl Volumes {
             }
             if let Err(e) = self.with_timeout("format", vref, d.format(&spec)).await {
                 self.destroy_quietly(d.as_ref(), &spec).await;
-                self.release_quietly(&held).await;
+                self.release_unrecorded(vref, &held).await;
                 return Err(e);
             }
         }
@@ -644,7 +674,7 @@ impl Volumes {
         err: KvError,
     ) -> Settled {
         if !err.is_retryable() {
-            self.release_quietly(held).await;
+            self.release_unrecorded(vref, held).await;
             return Settled::NotCommitted(err);
         }
         warn!(error = %err, "publish outcome unknown; settling it before touching the storage");
@@ -657,6 +687,11 @@ impl Volumes {
             key: h.key.clone(),
             pre: Precondition::CreateRevision(h.token),
         }));
+        // Applies only with the locks, i.e. when the publish did not: then no record.
+        ops.push(TxnOp::Delete {
+            key: self.keys.epoch(vref),
+            pre: Precondition::Any,
+        });
         let deadline = tokio::time::Instant::now() + self.timeout();
         let mut pause = Duration::from_millis(50);
         loop {
@@ -1010,7 +1045,7 @@ impl Volumes {
             .with_timeout("copy", source, sd.copy_snapshot(&sspec, snap, &tspec))
             .await
         {
-            self.release_quietly(&held).await;
+            self.release_unrecorded(&tref, &held).await;
             return Err(e);
         }
         let runtime = match self.kv.get(&self.keys.runtime(source)).await? {

@@ -192,6 +192,33 @@ impl Keys {
         format!("{}/mounts/{host}/", self.prefix)
     }
 
+    /// `mounts/` (every host's).
+    pub fn all_mounts(&self) -> String {
+        format!("{}/mounts/", self.prefix)
+    }
+
+    /// Parses a mount record key back into its host and volume.
+    pub fn parse_mount(&self, key: &str) -> Option<(HostName, VolumeRef)> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix("/mounts/")?;
+        let (host, vref) = rest.split_once('/')?;
+        Some((HostName::new(host).ok()?, VolumeRef::parse(vref).ok()?))
+    }
+
+    /// `epochs/`.
+    pub fn epochs(&self) -> String {
+        format!("{}/epochs/", self.prefix)
+    }
+
+    /// Parses a `volumes/`, `runtime/` or `epochs/` key (`<dir>/<policy>/<volume>`).
+    pub fn parse_volume_key(&self, dir: &str, key: &str) -> Option<VolumeRef> {
+        let rest = key
+            .strip_prefix(&self.prefix)?
+            .strip_prefix('/')?
+            .strip_prefix(dir)?
+            .strip_prefix('/')?;
+        VolumeRef::parse(rest).ok()
+    }
+
     /// `snapshot-signals/<policy>/<volume>`.
     pub fn snapshot_signal(&self, v: &VolumeRef) -> String {
         format!("{}/snapshot-signals/{}/{}", self.prefix, v.policy, v.volume)
@@ -224,6 +251,11 @@ impl Keys {
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
             .collect();
         format!("{}/maintenance/{safe}", self.prefix)
+    }
+
+    /// `maintenance/`.
+    pub fn maintenances(&self) -> String {
+        format!("{}/maintenance/", self.prefix)
     }
 
     /// `leader/supervisor`.

@@ -16,6 +16,7 @@
 
 pub mod catalog;
 pub mod cgroup;
+pub mod check;
 pub mod driver;
 pub mod engine;
 pub mod exec;
@@ -37,8 +38,9 @@ pub mod volume;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use check::{CheckReport, Finding, FindingKind, Outcome};
 pub use driver::{
-    mount_path, DriverError, Mount, MountDriver, NullDriver, SnapshotDriver, VolumeDriver,
+    mount_path, DriverError, Mount, MountDriver, NullDriver, SnapshotDriver, Stored, VolumeDriver,
     VolumeSpec,
 };
 pub use engine::{Drivers, EngineError, PolicyRevision, VolumeInfo, Volumes};

@@ -55,6 +55,8 @@ pub enum LockReason {
     Copy,
     /// `volcli use exec`.
     Maintenance,
+    /// `volcli check --repair` fixing what a crash left.
+    Repair,
 }
 
 impl std::fmt::Display for LockReason {

@@ -33,6 +33,7 @@
 //! from memory; the volume catalog ([`HostMounts::catalog`]) answers "what exists" from a
 //! watch.
 
+mod check;
 mod record;
 
 use std::collections::{BTreeMap, HashMap};
@@ -1273,15 +1274,16 @@ impl HostMounts {
     }
 }
 
-/// Compares the records with what the drivers say is mounted (retrying a failing listing)
-/// and drops records whose mount is gone; then accepts new mounts.
+/// Compares the records with what the drivers say is mounted (retrying a failing
+/// listing): records whose mount is gone are dropped and mounts nobody recorded are
+/// unmounted (the host side of `check`, repairing); then new mounts are accepted.
 async fn adopt(weak: std::sync::Weak<Inner>) {
     let mut pause = Duration::from_millis(100);
     let mounted = loop {
         let listed = {
             let Some(inner) = weak.upgrade() else { return };
             let me = HostMounts { inner };
-            let r = mounted_now(&me).await;
+            let r = check::listed(&me).await;
             if let Err(e) = &r {
                 warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "cannot list this host's mounts; keeping every mount record and lock, refusing new mounts, retrying");
                 me.inner
@@ -1307,47 +1309,24 @@ async fn adopt(weak: std::sync::Weak<Inner>) {
         .map(|(v, m)| (v.clone(), m.clone()))
         .collect();
     for (v, m) in records {
-        if mounted.contains(&v) {
-            if let Some(rt) = me.inner.catalog.runtime(&v) {
-                me.apply_limits(&v, m.record.device.as_deref(), &rt.rate_limit);
-            } else {
-                me.apply_limits(&v, m.record.device.as_deref(), &m.volume.runtime.rate_limit);
-            }
-            continue;
+        if mounted.iter().any(|(_, mm)| mm.volume == v) {
+            let rt = me.inner.catalog.runtime(&v);
+            let limits = rt.as_ref().unwrap_or(&m.volume.runtime);
+            me.apply_limits(&v, m.record.device.as_deref(), &limits.rate_limit);
         }
-        let guard = me.guard(&v);
-        let _g = guard.lock().await;
-        warn!(volume = %v, "mount record without a mount (crash?); dropping it");
-        let held = match &m.lock {
-            MountLock::Held(h) | MountLock::Suspended(h) if h.token != 0 => Some(h.clone()),
-            _ => None,
-        };
-        if held.is_some() {
-            if let Ok(d) = me.driver(&m.volume) {
-                if let Some(md) = d.mounts() {
-                    me.release_claim(md, &me.spec(&m.volume)).await;
-                }
-            }
-        }
-        me.set(&v, None);
-        me.teardown_store(&v, held).await;
+    }
+    let report = me.check(true).await;
+    for f in &report.findings {
+        warn!(kind = %f.kind, volume = ?f.volume.as_ref().map(ToString::to_string), outcome = ?f.outcome, "{}", f.detail);
+    }
+    for u in &report.unchecked {
+        warn!("start-up check incomplete: {u}");
     }
     me.inner.adoption.send_replace(Adoption::Done);
-    info!("mounts re-adopted; accepting new mounts");
-}
-
-async fn mounted_now(me: &HostMounts) -> Result<std::collections::BTreeSet<VolumeRef>, String> {
-    let mut out = std::collections::BTreeSet::new();
-    for b in me.inner.drivers.backends() {
-        if let Some(md) = me.inner.drivers.get(b).and_then(|d| d.mounts()) {
-            let list = tokio::time::timeout(me.timeout(), md.mounted())
-                .await
-                .map_err(|_| format!("{b}: listing mounts timed out"))?
-                .map_err(|e| format!("{b}: {e}"))?;
-            out.extend(list.into_iter().map(|m| m.volume));
-        }
-    }
-    Ok(out)
+    info!(
+        repaired = report.findings.len(),
+        "mounts re-adopted; accepting new mounts"
+    );
 }
 
 async fn watch_lease(

@@ -1,0 +1,401 @@
+//! `check` and its repair: each leftover a crash can leave is staged in the store or the
+//! storage exactly as the crash leaves it, found by kind, repaired, and then gone; and a
+//! repair never touches what a live operation holds.
+
+#![allow(clippy::unwrap_used)] // tests fail by panicking
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use volcore::policy::BackendKind;
+use volcore::testing::FakeDriver;
+use volcore::{
+    Drivers, FindingKind, GlobalConfig, HostMounts, HostName, Keys, KvStore, LeaseKeeper,
+    LeaseLossAction, LockKind, LockReason, LockRequest, Locker, MemKv, MountDriver, MountsConfig,
+    MountsDeps, Outcome, PolicyName, PutOpts, VolumeDriver, VolumeRef, VolumeSpec, Volumes,
+};
+
+fn vref(s: &str) -> VolumeRef {
+    VolumeRef::parse(s).unwrap()
+}
+
+fn host(s: &str) -> HostName {
+    HostName::new(s).unwrap()
+}
+
+fn global() -> GlobalConfig {
+    GlobalConfig {
+        timeout: Duration::from_secs(2),
+        ttl: Duration::from_secs(30),
+        mount_path: PathBuf::from("/mnt/test"),
+        debug: false,
+    }
+}
+
+struct Env {
+    kv: Arc<dyn KvStore>,
+    fake: FakeDriver,
+    engine: Volumes,
+    keeper: LeaseKeeper,
+    _gtx: watch::Sender<GlobalConfig>,
+}
+
+async fn env() -> Env {
+    let kv: Arc<dyn KvStore> = Arc::new(MemKv::new());
+    let fake = FakeDriver::new(BackendKind::Local);
+    let keeper = LeaseKeeper::start(kv.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (gtx, grx) = watch::channel(global());
+    let engine = Volumes::new(
+        kv.clone(),
+        Keys::default(),
+        Drivers::new().with(Arc::new(fake.clone())),
+        host("master-1"),
+        keeper.subscribe(),
+        grx,
+    );
+    engine
+        .upload_policy(
+            &PolicyName::new("p").unwrap(),
+            br#"{"backend":"local","create":{"size":"10MB"}}"#,
+        )
+        .await
+        .unwrap();
+    Env {
+        kv,
+        fake,
+        engine,
+        keeper,
+        _gtx: gtx,
+    }
+}
+
+fn spec(v: &VolumeRef) -> VolumeSpec {
+    VolumeSpec {
+        volume: v.clone(),
+        size: volcore::Size::from_bytes(10_000_000),
+        filesystem: "ext4".into(),
+        mkfs: None,
+        params: BTreeMap::new(),
+        source: None,
+        timeout: Duration::from_secs(2),
+    }
+}
+
+fn kinds(r: &volcore::CheckReport) -> Vec<(FindingKind, String)> {
+    r.findings
+        .iter()
+        .map(|f| {
+            (
+                f.kind,
+                f.volume
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Storage a create made before it died, and a record whose storage a remove destroyed
+/// before it died: found, repaired, gone; a healthy volume is left alone.
+#[tokio::test]
+async fn storage_and_records_out_of_step_are_found_and_repaired() {
+    let e = env().await;
+    e.engine
+        .create(&vref("p/healthy"), &BTreeMap::new())
+        .await
+        .unwrap();
+    // A create killed after the storage was made: storage, no record.
+    e.fake.create(&spec(&vref("p/orphan"))).await.unwrap();
+    // A remove killed after destroy: record, no storage.
+    e.engine
+        .create(&vref("p/lost"), &BTreeMap::new())
+        .await
+        .unwrap();
+    e.fake.destroy(&spec(&vref("p/lost"))).await.unwrap();
+
+    let dry = e.engine.check(false).await.unwrap();
+    assert_eq!(
+        kinds(&dry),
+        vec![
+            (FindingKind::OrphanStorage, "p/orphan".into()),
+            (FindingKind::MissingStorage, "p/lost".into()),
+        ],
+        "{}",
+        dry.render()
+    );
+    assert!(dry.findings.iter().all(|f| f.outcome.is_none()));
+    // A dry run changed nothing.
+    assert!(e.fake.volumes().contains(&vref("p/orphan")));
+    assert!(e.engine.get(&vref("p/lost")).await.is_ok());
+
+    let fixed = e.engine.check(true).await.unwrap();
+    assert!(
+        fixed
+            .findings
+            .iter()
+            .all(|f| f.outcome == Some(Outcome::Repaired)),
+        "{}",
+        fixed.render()
+    );
+    assert!(!e.fake.volumes().contains(&vref("p/orphan")));
+    assert!(e.engine.get(&vref("p/lost")).await.is_err());
+    assert!(e.fake.volumes().contains(&vref("p/healthy")));
+    let after = e.engine.check(false).await.unwrap();
+    assert!(after.is_clean(), "{}", after.render());
+    // Both names are usable again.
+    for v in ["p/orphan", "p/lost"] {
+        e.engine.create(&vref(v), &BTreeMap::new()).await.unwrap();
+    }
+    assert!(e.engine.check(false).await.unwrap().is_clean());
+}
+
+/// Storage of a create that is still running (its locks are held) is not a leftover,
+/// and a repair that races with such an operation skips instead of destroying it.
+#[tokio::test]
+async fn an_operation_in_progress_is_left_alone() {
+    let e = env().await;
+    let v = vref("p/busy");
+    let locker = Locker::new(e.kv.clone(), Keys::default(), host("master-2"));
+    let lease = e.kv.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let held = locker
+        .acquire(
+            &[LockRequest::new(
+                LockKind::Op,
+                v.clone(),
+                LockReason::Create,
+            )],
+            &lease,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    e.fake.create(&spec(&v)).await.unwrap();
+    let r = e.engine.check(true).await.unwrap();
+    assert!(r.is_clean(), "{}", r.render());
+    assert!(e.fake.volumes().contains(&v));
+    locker.release(&held).await.unwrap();
+    // Without the lock it is a leftover.
+    let r = e.engine.check(false).await.unwrap();
+    assert_eq!(
+        kinds(&r),
+        vec![(FindingKind::OrphanStorage, "p/busy".into())]
+    );
+}
+
+/// Locks and mount records of a plugin process that is gone, and keys of a removed
+/// volume.
+#[tokio::test]
+async fn store_leftovers_of_dead_processes_are_found_and_repaired() {
+    let e = env().await;
+    let keys = Keys::default();
+    let v = vref("p/v");
+    e.engine.create(&v, &BTreeMap::new()).await.unwrap();
+    // A plugin lock naming a host id whose host has no live record.
+    let dead = Locker::new(e.kv.clone(), keys.clone(), host("gone"))
+        .with_owner("volplugin:gone")
+        .with_identity("id-gone", "inst-1");
+    let lease = e.kv.lease_grant(Duration::from_secs(30)).await.unwrap();
+    dead.acquire(
+        &[LockRequest::new(
+            LockKind::Mount,
+            v.clone(),
+            LockReason::Mount,
+        )],
+        &lease,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    // Its mount record.
+    e.kv.put(
+        &keys.mount(&host("gone"), &v),
+        br#"{"ids":["c1"],"path":"/mnt/test/p/v"}"#.to_vec(),
+        PutOpts::default(),
+    )
+    .await
+    .unwrap();
+    // runtime/ and epochs/ of a volume whose record is gone.
+    for k in [keys.runtime(&vref("p/old")), keys.epoch(&vref("p/old"))] {
+        e.kv.put(&k, b"{}".to_vec(), PutOpts::default())
+            .await
+            .unwrap();
+    }
+    let r = e.engine.check(false).await.unwrap();
+    assert_eq!(
+        kinds(&r),
+        vec![
+            (FindingKind::StaleLock, "p/v".into()),
+            (FindingKind::StaleMountRecord, "p/v".into()),
+            (FindingKind::OrphanKey, "p/old".into()),
+            (FindingKind::OrphanKey, "p/old".into()),
+        ],
+        "{}",
+        r.render()
+    );
+    let text = r.render();
+    assert!(text.contains("host gone is not running"), "{text}");
+    let fixed = e.engine.check(true).await.unwrap();
+    assert_eq!(fixed.remaining(), 0, "{}", fixed.render());
+    assert!(e.engine.check(false).await.unwrap().is_clean());
+    // The volume can be removed now that its stale lock is gone.
+    e.engine
+        .remove(&v, false, Some(Duration::ZERO))
+        .await
+        .unwrap();
+}
+
+/// A lock whose holder changed since the check is not deleted by the repair.
+#[tokio::test]
+async fn a_repair_deletes_only_what_the_check_saw() {
+    let e = env().await;
+    let keys = Keys::default();
+    let v = vref("p/v");
+    e.engine.create(&v, &BTreeMap::new()).await.unwrap();
+    let lease = e.kv.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let dead =
+        Locker::new(e.kv.clone(), keys.clone(), host("gone")).with_identity("id-gone", "inst-1");
+    let req = [LockRequest::new(
+        LockKind::Mount,
+        v.clone(),
+        LockReason::Mount,
+    )];
+    let held = dead.acquire(&req, &lease, Duration::ZERO).await.unwrap();
+    let mut report = e.engine.check(false).await.unwrap();
+    assert_eq!(report.findings.len(), 1);
+    // Meanwhile the lock is released and taken again (a new tenure).
+    dead.release(&held).await.unwrap();
+    let again = dead.acquire(&req, &lease, Duration::ZERO).await.unwrap();
+    e.engine.repair(&mut report).await;
+    assert!(
+        matches!(report.findings[0].outcome, Some(Outcome::Skipped { .. })),
+        "{}",
+        report.render()
+    );
+    let now = dead.get(LockKind::Mount, &v).await.unwrap().unwrap();
+    assert_eq!(now.token, again[0].token, "the new lock was deleted");
+}
+
+async fn host_mounts(e: &Env, fake: &FakeDriver, dir: &std::path::Path) -> HostMounts {
+    let (_gtx, grx) = watch::channel(global());
+    HostMounts::start(
+        MountsDeps {
+            kv: e.kv.clone(),
+            keys: Keys::default(),
+            drivers: Drivers::new().with(Arc::new(fake.clone())),
+            lease: e.keeper.subscribe(),
+            global: grx,
+        },
+        MountsConfig {
+            host: host("h1"),
+            state_dir: dir.to_path_buf(),
+            owner: "volplugin:h1".into(),
+            version: "test".into(),
+            mount_root: Some(PathBuf::from("/mnt/h1")),
+            on_lease_loss: LeaseLossAction::Unmount,
+            throttle: None,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn adopted(m: &HostMounts) {
+    for _ in 0..200 {
+        if m.adopted() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("mounts were never adopted");
+}
+
+/// A mount that died before it published leaves a mount no record names; the plugin's
+/// start-up check unmounts it (before: it stayed, writable, with no lock). A mount at
+/// another host's mount point on the same machine is not touched.
+#[tokio::test]
+async fn an_unrecorded_mount_is_unmounted_at_start() {
+    let e = env().await;
+    let v = vref("p/v");
+    let w = vref("p/w");
+    e.engine.create(&v, &BTreeMap::new()).await.unwrap();
+    e.engine.create(&w, &BTreeMap::new()).await.unwrap();
+    let fake = e.fake.another_host();
+    // The crashed mount: mounted at h1's mount point, no record.
+    fake.mount(&spec(&v), &PathBuf::from("/mnt/h1/p/v"))
+        .await
+        .unwrap();
+    // Another label's mount on this machine.
+    fake.mount(&spec(&w), &PathBuf::from("/mnt/other/p/w"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let m = host_mounts(&e, &fake, dir.path()).await;
+    adopted(&m).await;
+    assert_eq!(fake.mounted_volumes(), vec![w.clone()]);
+    assert!(m.check(false).await.is_clean());
+    // The volume mounts normally now.
+    m.mount(&v, "c1").await.unwrap();
+    assert!(m.check(false).await.is_clean());
+    m.unmount(&v, "c1").await.unwrap();
+    m.stop();
+}
+
+/// On demand: a mount that vanished under a running plugin (unmounted by hand) is found
+/// as a missing mount and its record and lock are dropped.
+#[tokio::test]
+async fn a_vanished_mount_is_found_on_demand() {
+    let e = env().await;
+    let v = vref("p/v");
+    e.engine.create(&v, &BTreeMap::new()).await.unwrap();
+    let fake = e.fake.another_host();
+    let dir = tempfile::tempdir().unwrap();
+    let m = host_mounts(&e, &fake, dir.path()).await;
+    adopted(&m).await;
+    let at = m.mount(&v, "c1").await.unwrap();
+    fake.unmount(&spec(&v), &at).await.unwrap();
+    let r = m.check(false).await;
+    assert_eq!(kinds(&r), vec![(FindingKind::MissingMount, "p/v".into())]);
+    let r = m.check(true).await;
+    assert_eq!(r.remaining(), 0);
+    assert!(m.mounted(&v).is_none());
+    let keys = Keys::default();
+    assert!(e
+        .kv
+        .get(&keys.mount(&host("h1"), &v))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(e
+        .kv
+        .get(&keys.lock(LockKind::Mount, &v))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(e.engine.check(false).await.unwrap().is_clean());
+    m.stop();
+}
+
+/// A create whose format fails, and one whose storage call fails, leave nothing a check
+/// finds (before: their mount lock's epoch key stayed behind).
+#[tokio::test]
+async fn failed_creates_leave_nothing() {
+    use volcore::testing::{Fault, Step};
+    let e = env().await;
+    for step in [Step::Format, Step::Create] {
+        e.fake.inject(step, Fault::Fail("injected".into()));
+        assert!(e
+            .engine
+            .create(&vref("p/f"), &BTreeMap::new())
+            .await
+            .is_err());
+        e.fake.heal();
+        let r = e.engine.check(false).await.unwrap();
+        assert!(r.is_clean(), "after a failed {step:?}: {}", r.render());
+    }
+}
