@@ -241,6 +241,7 @@ fn router(state: AppState) -> Router {
             "/v1/locks/{policy}/{volume}",
             get(locks_get).delete(locks_remove),
         )
+        .route("/v1/check", get(check_dry).post(check_repair))
         .route("/v1/maintenance", post(maintenance_begin))
         .route(
             "/v1/maintenance/{session}",
@@ -708,6 +709,16 @@ async fn locks_list(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResu
     ))
 }
 
+/// `GET /v1/check`: what a crash left, and the fix for each (a dry run).
+async fn check_dry(State(s): State<AppState>) -> ApiResult<Json<volcore::CheckReport>> {
+    Ok(Json(s.engine()?.check(false).await?))
+}
+
+/// `POST /v1/check`: the same, with the safe fixes applied.
+async fn check_repair(State(s): State<AppState>) -> ApiResult<Json<volcore::CheckReport>> {
+    Ok(Json(s.engine()?.check(true).await?))
+}
+
 async fn locks_get(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -1004,6 +1015,20 @@ pub const API: &[ApiOp] = &[
         "Copy a snapshot into a new volume of the same policy",
     )
     .body("{\"snapshot\":\"name\",\"target\":\"newvolume\"}"),
+    op(
+        "get",
+        "/v1/check",
+        200,
+        &[503],
+        "Leftovers of crashes (orphan storage, missing storage, stale locks and mount records, orphan keys), each with its fix; changes nothing",
+    ),
+    op(
+        "post",
+        "/v1/check",
+        200,
+        &[503],
+        "The same check, with the safe fixes applied; each finding says what was done",
+    ),
     op("get", "/v1/locks", 200, &[400, 503], "Use locks").q(&[("kind", "mount or op")]),
     op(
         "get",

@@ -344,6 +344,28 @@ async fn readyz(State(p): State<Plugin>) -> Response {
     }
 }
 
+/// `GET /check` on the socket: this host's mounts against its records (a dry run).
+async fn check_dry(State(p): State<Plugin>) -> Response {
+    host_check(&p, false).await
+}
+
+/// `POST /check`: the same, repairing (unrecorded mounts unmounted, records of vanished
+/// mounts dropped).
+async fn check_repair(State(p): State<Plugin>) -> Response {
+    host_check(&p, true).await
+}
+
+async fn host_check(p: &Plugin, repair: bool) -> Response {
+    match p.ready() {
+        Ok(r) => Json(r.mounts.check(repair).await).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "starting", "waiting": why})),
+        )
+            .into_response(),
+    }
+}
+
 /// The plugin's socket path.
 pub fn socket_path(cfg: &PluginConfig) -> PathBuf {
     cfg.socket_dir.join(format!("{}.sock", cfg.plugin_name))
@@ -459,6 +481,7 @@ pub async fn run(
     info!(socket = %sock.display(), host = %plugin.cfg.host, "volplugin socket bound; connecting to the store");
     let app = Router::new()
         .route("/readyz", get(readyz))
+        .route("/check", get(check_dry).post(check_repair))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/{endpoint}", post(endpoint))
         .with_state(plugin.clone());

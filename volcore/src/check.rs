@@ -306,19 +306,24 @@ impl Volumes {
         let mut report = CheckReport::default();
         let mut stored: BTreeMap<BackendKind, BTreeMap<VolumeRef, BTreeMap<String, String>>> =
             BTreeMap::new();
-        for b in self.drivers().backends() {
-            let Ok(d) = self.driver(b) else { continue };
-            match tokio::time::timeout(self.timeout(), d.inventory()).await {
+        // Why a backend's storage could not be listed; reported only if this
+        // installation uses the backend (a Ceph driver with no cluster is no gap).
+        let mut unlisted: Vec<(BackendKind, String)> = Vec::new();
+        let listings = self.drivers().backends().into_iter().filter_map(|b| {
+            let d = self.driver(b).ok()?.clone();
+            let timeout = self.timeout();
+            Some(async move { (b, tokio::time::timeout(timeout, d.inventory()).await) })
+        });
+        for (b, res) in futures::future::join_all(listings).await {
+            match res {
                 Ok(Ok(Some(list))) => {
                     stored.insert(b, list.into_iter().map(|s| (s.volume, s.params)).collect());
                 }
                 Ok(Ok(None)) => {}
-                Ok(Err(e)) => report
-                    .unchecked
-                    .push(format!("storage of backend {b}: listing failed: {e}")),
-                Err(_) => report.unchecked.push(format!(
-                    "storage of backend {b}: listing did not finish within {:?}",
-                    self.timeout()
+                Ok(Err(e)) => unlisted.push((b, format!("listing failed: {e}"))),
+                Err(_) => unlisted.push((
+                    b,
+                    format!("listing did not finish within {:?}", self.timeout()),
                 )),
             }
         }
@@ -332,6 +337,7 @@ impl Volumes {
             k.all_mounts(),
             k.hosts(),
             k.maintenances(),
+            k.policies(),
         ];
         let mut lists = futures::future::try_join_all(prefixes.iter().map(|p| kv.list(p)))
             .await?
@@ -339,6 +345,18 @@ impl Volumes {
         let mut next = || lists.next().unwrap_or_default();
         let (vols, runtimes, epochs, locks, mounts, hosts, sessions) =
             (next(), next(), next(), next(), next(), next(), next());
+        // Storage is attributed to this installation by its policy: a backend shared with
+        // another store prefix holds volumes of policies this one does not know.
+        let policy_entries = next();
+        let policies: BTreeSet<String> = policy_entries
+            .iter()
+            .filter_map(|e| e.key.strip_prefix(&k.policies()).map(str::to_owned))
+            .collect();
+        let mut used: BTreeSet<BackendKind> = policy_entries
+            .iter()
+            .filter_map(|e| crate::policy::Policy::from_stored_json(&e.value).ok())
+            .filter_map(|p| p.backends.crud)
+            .collect();
         let f = &mut report.findings;
         let corrupt = |e: &Entry, what: &str, err: &dyn std::fmt::Display| {
             Finding::new(
@@ -367,6 +385,19 @@ impl Volumes {
             };
             records.insert(v, (vol, e));
         }
+        used.extend(
+            records
+                .values()
+                .filter_map(|(vol, _)| vol.as_ref().and_then(|v| v.backends.crud)),
+        );
+        for (b, why) in unlisted {
+            if used.contains(&b) {
+                report
+                    .unchecked
+                    .push(format!("storage of backend {b}: {why}"));
+            }
+        }
+        let f = &mut report.findings;
         let mut live_hosts = BTreeMap::new();
         for e in &hosts {
             match serde_json::from_slice::<HostRecord>(&e.value) {
@@ -413,7 +444,10 @@ impl Volumes {
         }
         for (b, list) in &stored {
             for (v, params) in list {
-                if records.contains_key(v) || busy.contains(v) {
+                if records.contains_key(v)
+                    || busy.contains(v)
+                    || !policies.contains(v.policy.as_str())
+                {
                     continue;
                 }
                 f.push(Finding::new(
@@ -548,6 +582,12 @@ impl Volumes {
                 }
                 match self.kv().txn(ops).await {
                     Ok(_) => Ok(()),
+                    // Gone already (an earlier fix of the same volume took it along).
+                    Err(KvError::Conflict { .. })
+                        if matches!(self.kv().get(key).await, Ok(None)) =>
+                    {
+                        Ok(())
+                    }
                     Err(KvError::Conflict { .. }) => Err(Outcome::Skipped {
                         why: format!("{key} changed since the check; check again"),
                     }),

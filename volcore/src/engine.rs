@@ -545,6 +545,7 @@ impl Volumes {
             )
             .await
             .map_err(|e| self.map_lock(vref, e))?;
+        crate::crash::point("create.after-lock");
         // The policy was read under the locks; a bad option or policy now releases them.
         let (volume, crud) = match self.prepare_create(vref, options, reads) {
             Ok(v) => v,
@@ -567,11 +568,13 @@ impl Volumes {
                     },
                 );
             }
+            crate::crash::point("create.after-storage");
             if let Err(e) = self.with_timeout("format", vref, d.format(&spec)).await {
                 self.destroy_quietly(d.as_ref(), &spec).await;
                 self.release_unrecorded(vref, &held).await;
                 return Err(e);
             }
+            crate::crash::point("create.after-format");
         }
         let mut ops: Vec<TxnOp> = held.iter().map(HeldLock::fence).collect();
         ops.push(TxnOp::Put {
@@ -809,6 +812,7 @@ impl Volumes {
         entry: &Entry,
         held: &[HeldLock],
     ) -> Result<(), EngineError> {
+        crate::crash::point("remove.after-lock");
         if let Some(b) = volume.backends.crud {
             let d = self.driver(b)?.clone();
             let spec = VolumeSpec::of(volume, self.timeout());
@@ -819,6 +823,7 @@ impl Volumes {
                 }
                 Err(e) => return Err(e),
             }
+            crate::crash::point("remove.after-destroy");
         }
         let mut ops: Vec<TxnOp> = held.iter().map(HeldLock::fence).collect();
         ops.push(TxnOp::Delete {
@@ -971,11 +976,13 @@ impl Volumes {
                 self.timeout(),
             )
             .await?;
+        crate::crash::point("snapshot.after-lock");
         let name = snapshot_name(SystemTime::now());
         let spec = VolumeSpec::of(&volume, self.timeout());
         let res = self
             .with_timeout("snapshot", vref, sd.create_snapshot(&spec, &name))
             .await;
+        crate::crash::point("snapshot.after-snapshot");
         self.release_quietly(&held).await;
         res?;
         info!(snapshot = %name, "snapshot taken");
@@ -1036,6 +1043,7 @@ impl Volumes {
             )
             .await
             .map_err(|e| self.map_lock(&tref, e))?;
+        crate::crash::point("copy.after-lock");
         let mut volume = src.clone();
         volume.name = target.clone();
         volume.created_at = now_millis();
@@ -1048,6 +1056,7 @@ impl Volumes {
             self.release_unrecorded(&tref, &held).await;
             return Err(e);
         }
+        crate::crash::point("copy.after-copy");
         let runtime = match self.kv.get(&self.keys.runtime(source)).await? {
             Some(e) => decode(&e)?,
             None => src.runtime.clone(),

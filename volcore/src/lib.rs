@@ -17,6 +17,7 @@
 pub mod catalog;
 pub mod cgroup;
 pub mod check;
+pub mod crash;
 pub mod driver;
 pub mod engine;
 pub mod exec;

@@ -59,6 +59,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FileCmd,
     },
+    /// Finds what crashes left (storage without a record, records without storage, stale
+    /// locks and mount records, orphan keys) and prints each with its fix; a dry run
+    /// unless --repair. Exit status: 0 nothing left, 4 leftovers remain, 1 error.
+    /// Host-side leftovers (mounts nobody recorded) are each plugin's: it repairs them at
+    /// start, and `GET /check` on its socket reports them.
+    Check {
+        /// Apply the safe fixes (each re-verified at the moment it is applied).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -458,6 +468,23 @@ async fn run(cli: Cli) -> Res<u8> {
     }
     let c = Client::new(&cli.master)?;
     match cli.cmd {
+        Cmd::Check { repair } => {
+            let method = if repair { Method::POST } else { Method::GET };
+            let got = c.call(method, "/v1/check", None).await?;
+            let report: volcore::CheckReport =
+                serde_json::from_value(got.clone()).map_err(|e| {
+                    Fail::new(
+                        1,
+                        format!("volmaster sent a report volcli cannot read: {e}"),
+                    )
+                })?;
+            out(&got, &|_| print!("{}", report.render()));
+            return Ok(if report.remaining() == 0 && report.unchecked.is_empty() {
+                0
+            } else {
+                4
+            });
+        }
         Cmd::Global { cmd } => match cmd {
             GlobalCmd::Upload => {
                 let v = c

@@ -845,6 +845,7 @@ impl HostMounts {
             }
             break (held, vol, runtime);
         };
+        crate::crash::point("mount.after-lock");
         if vol.unlocked && !vol.backends.mount.allows_shared_mounts() {
             warn!(volume = %v, backend = %vol.backends.mount, "unlocked volume on a block backend (made before that was refused): mounting it locked");
         }
@@ -921,6 +922,7 @@ impl HostMounts {
                     return Err(e);
                 }
             }
+            crate::crash::point("mount.after-claim");
         }
         let at = self.mount_point(v);
         let m = match self.within("mount", v, md.mount(&spec, &at)).await {
@@ -933,6 +935,7 @@ impl HostMounts {
                 return Err(e);
             }
         };
+        crate::crash::point("mount.after-mount");
         self.apply_limits(v, m.device.as_deref(), &runtime.rate_limit);
         let record = MountRecord {
             ids: [id.to_owned()].into(),
@@ -1070,6 +1073,7 @@ impl HostMounts {
             self.apply_limits(v, device, &self.runtime_of(v, vol).rate_limit);
             return Err(e);
         }
+        crate::crash::point("unmount.after-unmount");
         let held = match &m.lock {
             MountLock::Held(h) | MountLock::Suspended(h) => Some(h.clone()),
             MountLock::Unlocked | MountLock::Lost(_) => None,
@@ -1078,6 +1082,7 @@ impl HostMounts {
             // Only this host's backend lock is dropped; a new holder's is left alone.
             self.release_claim(md, &spec).await;
         }
+        crate::crash::point("unmount.after-release");
         self.set(v, None);
         self.teardown_store(v, held).await;
         info!(volume = %v, "{what}");
