@@ -472,6 +472,12 @@ impl Locker {
                                 // Re-bind our own lock (restart) to the new lease.
                                 let mut rebound = h.clone();
                                 rebound.lease = lease.as_str().to_owned();
+                                // Now held by this process: a check must not take the
+                                // lock for its dead predecessor's.
+                                rebound.instance.clone_from(&self.instance);
+                                if self.host_id.is_some() {
+                                    rebound.host_id.clone_from(&self.host_id);
+                                }
                                 if let Some((last, _)) = held.last_mut() {
                                     last.holder = rebound.clone();
                                 }

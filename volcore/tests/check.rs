@@ -399,3 +399,46 @@ async fn failed_creates_leave_nothing() {
         assert!(r.is_clean(), "after a failed {step:?}: {}", r.render());
     }
 }
+
+/// A restarted plugin re-binds its predecessor's lock to its own lease; the lock must
+/// then name the new process, or a check takes it for the dead one's and a repair
+/// deletes a live host's lock (found by the simulation; before: the instance stayed).
+#[tokio::test]
+async fn a_rebound_lock_names_the_new_process() {
+    let e = env().await;
+    let keys = Keys::default();
+    let v = vref("p/v");
+    e.engine.create(&v, &BTreeMap::new()).await.unwrap();
+    let req = [LockRequest::new(
+        LockKind::Mount,
+        v.clone(),
+        LockReason::Mount,
+    )];
+    let old = Locker::new(e.kv.clone(), keys.clone(), host("h1"))
+        .with_owner("volplugin:h1")
+        .with_identity("id-1", "inst-old");
+    let l1 = e.kv.lease_grant(Duration::from_secs(30)).await.unwrap();
+    old.acquire(&req, &l1, Duration::ZERO).await.unwrap();
+    let new = Locker::new(e.kv.clone(), keys.clone(), host("h1"))
+        .with_owner("volplugin:h1")
+        .with_identity("id-1", "inst-new");
+    let l2 = e.kv.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let held = new.acquire(&req, &l2, Duration::ZERO).await.unwrap();
+    assert_eq!(held[0].holder.instance.as_deref(), Some("inst-new"));
+    let now = new.get(LockKind::Mount, &v).await.unwrap().unwrap();
+    assert_eq!(now.holder.instance.as_deref(), Some("inst-new"));
+    // h1's live record names the new process: nothing is stale.
+    let rec = serde_json::json!({
+        "host": "h1", "host_id": "id-1", "instance": "inst-new", "version": "t",
+        "started": "2026-12-03T00:00:00Z", "pid": 1, "lease": l2.as_str(),
+    });
+    e.kv.put(
+        &keys.host(&host("h1")),
+        serde_json::to_vec(&rec).unwrap(),
+        PutOpts::default(),
+    )
+    .await
+    .unwrap();
+    let r = e.engine.check(false).await.unwrap();
+    assert!(r.is_clean(), "{}", r.render());
+}

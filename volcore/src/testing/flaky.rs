@@ -71,6 +71,8 @@ pub enum KvFault {
     CommitThenTimeout,
     /// Never answers (the caller's timeout must handle it).
     Hang,
+    /// Answers late: waits this long, then reaches the store as usual.
+    Slow(Duration),
 }
 
 type Pred = Box<dyn Fn(&KvCall<'_>) -> bool + Send + Sync>;
@@ -216,6 +218,10 @@ impl FlakyKv {
         match fault {
             Some(KvFault::Unavailable) => Err(unavailable()),
             Some(KvFault::Hang) => std::future::pending().await,
+            Some(KvFault::Slow(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(None)
+            }
             other => Ok(other),
         }
     }

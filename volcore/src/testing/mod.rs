@@ -11,6 +11,7 @@ pub mod exec;
 pub mod flaky;
 pub mod kv;
 pub mod locks;
+pub mod sim;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
