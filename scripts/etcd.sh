@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Start or stop a throw-away etcd on free loopback ports.
 #   scripts/etcd.sh start DIR   → starts etcd with its data in DIR, prints "127.0.0.1:PORT"
-#   scripts/etcd.sh stop DIR    → stops the etcd started with DIR (by its PID file)
+#   scripts/etcd.sh stop DIR    → stops the etcd (or cluster) started with DIR (by PID files)
+#   scripts/etcd.sh cluster DIR → starts a three-member cluster (members DIR/m0..m2, each
+#                                 with etcd.pid and its command line in cmd), prints the
+#                                 client endpoints "127.0.0.1:A,127.0.0.1:B,127.0.0.1:C"
+#   scripts/etcd.sh restart-member DIR I → starts member I again (after it was killed)
 set -euo pipefail
 
 free_port() {
@@ -17,8 +21,19 @@ free_port() {
   return 1
 }
 
-cmd=${1:?usage: etcd.sh start|stop DIR}
-dir=${2:?usage: etcd.sh start|stop DIR}
+cmd=${1:?usage: etcd.sh start|stop|cluster DIR}
+dir=${2:?usage: etcd.sh start|stop|cluster DIR}
+
+healthy() {
+  ETCDCTL_API=3 etcdctl --endpoints "$1" --command-timeout 1s endpoint health >/dev/null 2>&1
+}
+
+# Starts member $1 of the cluster in $dir from its saved command line.
+run_member() {
+  local m="$dir/m$1"
+  bash -c "exec $(cat "$m/cmd")" >>"$m/etcd.log" 2>&1 &
+  echo $! >"$m/etcd.pid"
+}
 
 case "$cmd" in
   start)
@@ -45,7 +60,51 @@ case "$cmd" in
     echo "etcd did not become healthy in 10 s; its log:" >&2; cat "$dir/etcd.log" >&2
     exit 1
     ;;
+  cluster)
+    command -v etcd >/dev/null || { echo "etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
+    ports=()
+    while [ "${#ports[@]}" -lt 6 ]; do
+      p=$(free_port)
+      case " ${ports[*]:-} " in *" $p "*) ;; *) ports+=("$p") ;; esac
+    done
+    initial="m0=http://127.0.0.1:${ports[3]},m1=http://127.0.0.1:${ports[4]},m2=http://127.0.0.1:${ports[5]}"
+    endpoints=""
+    for i in 0 1 2; do
+      m="$dir/m$i"; mkdir -p "$m"
+      c=${ports[$i]}; pp=${ports[$((i + 3))]}
+      echo "etcd --name m$i --data-dir $m/data --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c --listen-peer-urls http://127.0.0.1:$pp --initial-advertise-peer-urls http://127.0.0.1:$pp --initial-cluster $initial --initial-cluster-state new --initial-cluster-token volcore-test --heartbeat-interval 100 --election-timeout 1000 --log-level warn" >"$m/cmd"
+      echo "127.0.0.1:$c" >"$m/endpoint"
+      run_member "$i"
+      endpoints="${endpoints:+$endpoints,}127.0.0.1:$c"
+    done
+    for _ in $(seq 1 150); do
+      if ETCDCTL_API=3 etcdctl --endpoints "$endpoints" --command-timeout 1s endpoint health >/dev/null 2>&1; then
+        echo "$endpoints"
+        exit 0
+      fi
+      sleep 0.1
+    done
+    echo "the etcd cluster did not become healthy in 15 s; its logs:" >&2; cat "$dir"/m*/etcd.log >&2
+    exit 1
+    ;;
+  restart-member)
+    i=${3:?usage: etcd.sh restart-member DIR I}
+    run_member "$i"
+    for _ in $(seq 1 150); do
+      healthy "$(cat "$dir/m$i/endpoint")" && exit 0
+      sleep 0.1
+    done
+    echo "member m$i did not become healthy in 15 s; its log:" >&2; cat "$dir/m$i/etcd.log" >&2
+    exit 1
+    ;;
   stop)
+    for pidf in "$dir"/m*/etcd.pid; do
+      [ -f "$pidf" ] || continue
+      pid=$(cat "$pidf")
+      kill -CONT "$pid" 2>/dev/null || true
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$pidf"
+    done
     if [ -f "$dir/etcd.pid" ]; then
       pid=$(cat "$dir/etcd.pid")
       kill "$pid" 2>/dev/null || true
@@ -54,5 +113,5 @@ case "$cmd" in
       rm -f "$dir/etcd.pid"
     fi
     ;;
-  *) echo "usage: etcd.sh start|stop DIR" >&2; exit 2 ;;
+  *) echo "usage: etcd.sh start|stop|cluster|restart-member DIR" >&2; exit 2 ;;
 esac

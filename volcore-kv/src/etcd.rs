@@ -89,30 +89,7 @@ impl std::fmt::Debug for EtcdKv {
 
 fn map_err(op: &'static str, e: EtcdError) -> KvError {
     match e {
-        EtcdError::GRpcStatus(s) => {
-            let msg = s.message().to_owned();
-            // gRPC codes by number: 14 unavailable, 4 deadline exceeded.
-            match s.code() as i32 {
-                14 => KvError::Unavailable {
-                    backend: BACKEND,
-                    source: msg.into(),
-                },
-                4 => KvError::Timeout {
-                    backend: BACKEND,
-                    op,
-                },
-                _ if msg.contains("duplicate key") => KvError::Invalid { reason: msg },
-                _ if msg.contains("required revision has been compacted")
-                    || msg.contains("future revision") =>
-                {
-                    KvError::Invalid { reason: msg }
-                }
-                _ => KvError::Backend {
-                    backend: BACKEND,
-                    source: format!("{op}: {msg}").into(),
-                },
-            }
-        }
+        EtcdError::GRpcStatus(s) => from_status(op, s.code() as i32, s.message()),
         EtcdError::TransportError(t) => KvError::Unavailable {
             backend: BACKEND,
             source: Box::new(t),
@@ -124,6 +101,62 @@ fn map_err(op: &'static str, e: EtcdError) -> KvError {
         other => KvError::Backend {
             backend: BACKEND,
             source: format!("{op}: {other}").into(),
+        },
+    }
+}
+
+/// A gRPC status by meaning. What may have applied is never a definite failure: the
+/// client's own deadline (tonic reports it as CANCELLED, "Timeout expired"), a deadline
+/// exceeded, and etcd's "request timed out" / "leader changed" are `Timeout` (outcome
+/// unknown), so callers settle a write instead of undoing one that committed.
+fn from_status(op: &'static str, code: i32, msg: &str) -> KvError {
+    const CANCELLED: i32 = 1;
+    const UNKNOWN: i32 = 2;
+    const DEADLINE_EXCEEDED: i32 = 4;
+    const UNAVAILABLE: i32 = 14;
+    // A request cut off on the way (a member killed or frozen mid-call) may have applied.
+    let unknown_outcome = [
+        "timed out",
+        "timeout",
+        "leader changed",
+        "no leader",
+        "transport error",
+        "connection reset",
+        "broken pipe",
+        "h2 protocol error",
+    ];
+    match code {
+        UNAVAILABLE => KvError::Unavailable {
+            backend: BACKEND,
+            source: msg.to_owned().into(),
+        },
+        CANCELLED | DEADLINE_EXCEEDED => KvError::Timeout {
+            backend: BACKEND,
+            op,
+        },
+        UNKNOWN
+            if unknown_outcome
+                .iter()
+                .any(|m| msg.to_lowercase().contains(m)) =>
+        {
+            KvError::Timeout {
+                backend: BACKEND,
+                op,
+            }
+        }
+        _ if msg.contains("duplicate key") => KvError::Invalid {
+            reason: msg.to_owned(),
+        },
+        _ if msg.contains("required revision has been compacted")
+            || msg.contains("future revision") =>
+        {
+            KvError::Invalid {
+                reason: msg.to_owned(),
+            }
+        }
+        _ => KvError::Backend {
+            backend: BACKEND,
+            source: format!("{op}: {msg}").into(),
         },
     }
 }
@@ -600,4 +633,39 @@ async fn current_revision(client: &Client) -> Result<Revision, KvError> {
         .await
         .map_err(|e| map_err("revision", e))?;
     Ok(resp.header().map_or(0, |h| rev(h.revision())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client's deadline (CANCELLED "Timeout expired", seen when a leader was killed)
+    /// and etcd's own timeouts leave a write's outcome unknown: retryable `Timeout`, never
+    /// a definite failure (before: `Backend`, so a create that had committed was undone).
+    #[test]
+    fn timeouts_are_unknown_outcomes() {
+        for (code, msg) in [
+            (1, "Timeout expired"),
+            (4, "context deadline exceeded"),
+            (2, "etcdserver: request timed out"),
+            (2, "etcdserver: leader changed"),
+            (2, "transport error"),
+        ] {
+            let e = from_status("txn", code, msg);
+            assert!(matches!(e, KvError::Timeout { .. }), "{code} {msg}: {e:?}");
+            assert!(e.is_retryable());
+        }
+        assert!(matches!(
+            from_status("get", 14, "connection refused"),
+            KvError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            from_status("put", 3, "etcdserver: duplicate key given in txn request"),
+            KvError::Invalid { .. }
+        ));
+        assert!(matches!(
+            from_status("put", 7, "permission denied"),
+            KvError::Backend { .. }
+        ));
+    }
 }

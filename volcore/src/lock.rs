@@ -371,29 +371,94 @@ impl Locker {
         wait: Duration,
         checks: &[TxnOp],
     ) -> Result<(Vec<HeldLock>, Vec<Option<Entry>>), LockError> {
+        let now = SystemTime::now();
+        let res = self.acquire_at(reqs, lease, wait, checks, now).await;
+        if let Err(LockError::Kv(e)) = &res {
+            if e.is_retryable() {
+                // The store may have applied what it did not answer: the locks would
+                // then stay on a live lease for ever.
+                self.undo_unanswered(reqs, lease, now);
+            }
+        }
+        res
+    }
+
+    /// The holder value this locker writes for `r` in an acquisition at `now`.
+    fn holder_for(&self, r: &LockRequest, lease: &LeaseId, now: SystemTime) -> LockHolder {
+        LockHolder {
+            volume: r.volume.clone(),
+            kind: r.kind,
+            host: self.host.clone(),
+            reason: r.reason,
+            since: now,
+            lease: lease.as_str().to_owned(),
+            owner: self.owner.clone(),
+            host_id: self.host_id.clone(),
+            instance: self.instance.clone(),
+        }
+    }
+
+    /// Deletes, in the background, the locks an unanswered acquisition at `now` may have
+    /// written: only keys whose value is exactly what that acquisition wrote (its own
+    /// `since`), at the revision read, so a lock held before (re-bound, not rewritten)
+    /// or by anyone else is never touched. Retried while the store is down, for a bounded
+    /// time.
+    fn undo_unanswered(&self, reqs: &[LockRequest], lease: &LeaseId, now: SystemTime) {
+        let expected: Vec<(String, Vec<u8>)> = reqs
+            .iter()
+            .filter_map(|r| {
+                let bytes = serde_json::to_vec(&self.holder_for(r, lease, now)).ok()?;
+                Some((self.keys.lock(r.kind, &r.volume), bytes))
+            })
+            .collect();
+        let kv = self.kv.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            for _ in 0..40 {
+                let mut done = true;
+                for (key, bytes) in &expected {
+                    let res = match kv.get(key).await {
+                        Ok(Some(e)) if e.value == *bytes => kv
+                            .delete(key, Precondition::Revision(e.mod_rev))
+                            .await
+                            .map(|_| ()),
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    match res {
+                        Ok(()) | Err(KvError::Conflict { .. }) => {}
+                        Err(_) => done = false,
+                    }
+                }
+                if done {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            warn!(locks = expected.len(), "gave up removing the locks of an unanswered acquisition; they end with their lease");
+        });
+    }
+
+    async fn acquire_at(
+        &self,
+        reqs: &[LockRequest],
+        lease: &LeaseId,
+        wait: Duration,
+        checks: &[TxnOp],
+        now: SystemTime,
+    ) -> Result<(Vec<HeldLock>, Vec<Option<Entry>>), LockError> {
         // A wait too long to represent is "for ever" (a year), never an overflow.
         let deadline = Instant::now()
             .checked_add(wait)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 86_400));
-        let now = SystemTime::now();
         let mut items = Vec::with_capacity(reqs.len());
         for r in reqs {
             let key = self.keys.lock(r.kind, &r.volume);
             if items.iter().any(|(k, _): &(String, LockHolder)| *k == key) {
                 return Err(LockError::Duplicate { key });
             }
-            let holder = LockHolder {
-                volume: r.volume.clone(),
-                kind: r.kind,
-                host: self.host.clone(),
-                reason: r.reason,
-                since: now,
-                lease: lease.as_str().to_owned(),
-                owner: self.owner.clone(),
-                host_id: self.host_id.clone(),
-                instance: self.instance.clone(),
-            };
-            items.push((key, holder));
+            items.push((key, self.holder_for(r, lease, now)));
         }
         let check_failed = |key: &str| checks.iter().any(|c| c.key() == key);
         let epoch_ops: Vec<TxnOp> = reqs

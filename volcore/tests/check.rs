@@ -282,10 +282,19 @@ async fn a_repair_deletes_only_what_the_check_saw() {
 }
 
 async fn host_mounts(e: &Env, fake: &FakeDriver, dir: &std::path::Path) -> HostMounts {
+    host_mounts_on(e.kv.clone(), e, fake, dir).await
+}
+
+async fn host_mounts_on(
+    kv: Arc<dyn KvStore>,
+    e: &Env,
+    fake: &FakeDriver,
+    dir: &std::path::Path,
+) -> HostMounts {
     let (_gtx, grx) = watch::channel(global());
     HostMounts::start(
         MountsDeps {
-            kv: e.kv.clone(),
+            kv,
             keys: Keys::default(),
             drivers: Drivers::new().with(Arc::new(fake.clone())),
             lease: e.keeper.subscribe(),
@@ -441,4 +450,73 @@ async fn a_rebound_lock_names_the_new_process() {
     .unwrap();
     let r = e.engine.check(false).await.unwrap();
     assert!(r.is_clean(), "{}", r.render());
+}
+
+/// A mount whose driver call fails and whose lock release then finds the store down:
+/// the release is owed and retried (before: "it expires with the lease" — but a live
+/// host's lease never expires, so no other host could ever mount the volume; found by
+/// the three-member etcd test).
+#[tokio::test]
+async fn a_failed_mount_whose_release_fails_still_releases() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use volcore::testing::{Fault, FlakyKv, KvFault, Step};
+    let e = env().await;
+    let v = vref("p/v");
+    e.engine.create(&v, &BTreeMap::new()).await.unwrap();
+    let fake = e.fake.another_host();
+    fake.inject(Step::Mount, Fault::Fail("device busy".into()));
+    let flaky = FlakyKv::new(e.kv.clone());
+    let writes = Arc::new(AtomicUsize::new(0));
+    let n = writes.clone();
+    // The first write of the lock key takes it; the second (the release) fails.
+    flaky.inject(1, KvFault::Unavailable, move |c| {
+        c.writes("/locks/mount/p/v") && n.fetch_add(1, Ordering::SeqCst) == 1
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let m = host_mounts_on(Arc::new(flaky.clone()), &e, &fake, dir.path()).await;
+    adopted(&m).await;
+    assert!(m.mount(&v, "c1").await.is_err());
+    assert_eq!(flaky.hits(), 1, "the release did not meet the outage");
+    let lock_key = Keys::default().lock(LockKind::Mount, &v);
+    for _ in 0..200 {
+        if e.kv.get(&lock_key).await.unwrap().is_none() {
+            m.stop();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the failed mount's lock was never released");
+}
+
+/// A lock acquisition whose commit applied but whose answer was lost leaves no lock
+/// behind (before: the caller heard an error and the locks stayed on its live lease for
+/// ever — a create on a three-member etcd cluster whose leader was killed left a
+/// volume locked by volmaster until it restarted).
+#[tokio::test]
+async fn an_unanswered_lock_acquisition_leaves_no_lock() {
+    use volcore::testing::{FlakyKv, KvFault};
+    let e = env().await;
+    let v = vref("p/v");
+    let flaky = FlakyKv::new(e.kv.clone());
+    flaky.inject(1, KvFault::CommitThenTimeout, |c| {
+        c.writes("/locks/mount/p/v")
+    });
+    let locker =
+        Locker::new(Arc::new(flaky.clone()), Keys::default(), host("m1")).with_owner("engine-op-1");
+    let lease = e.kv.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let reqs = [
+        LockRequest::new(LockKind::Mount, v.clone(), LockReason::Create),
+        LockRequest::new(LockKind::Op, v.clone(), LockReason::Create),
+    ];
+    assert!(locker.acquire(&reqs, &lease, Duration::ZERO).await.is_err());
+    assert_eq!(flaky.hits(), 1);
+    let keys = Keys::default();
+    for _ in 0..100 {
+        let left = e.kv.list(&keys.locks(None)).await.unwrap();
+        if left.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the unanswered acquisition's locks stayed");
 }

@@ -640,6 +640,19 @@ impl HostMounts {
         }
     }
 
+    /// Releases the lock of a mount that did not happen. If the store does not answer,
+    /// the release is owed and retried: this host's lease lives on, so the lock would
+    /// otherwise never expire and no other host could mount the volume.
+    async fn release_or_owe(&self, v: &VolumeRef, l: &HeldLock) {
+        match self.inner.locker.release(std::slice::from_ref(l)).await {
+            Ok(()) | Err(LockError::NotHeld { .. }) => {}
+            Err(e) => {
+                warn!(volume = %v, error = %e, "could not release the mount lock of a failed mount; retrying in the background");
+                self.owe(v, Owed::Teardown(Some(Box::new(l.clone()))));
+            }
+        }
+    }
+
     /// Pays what is owed for `v` before a new operation on it.
     async fn settle_owed(&self, v: &VolumeRef) -> Result<(), MountError> {
         let owed = lock(&self.inner.owed).get(v).cloned();
@@ -818,7 +831,7 @@ impl HostMounts {
             let mut it = entries.into_iter();
             let Some(ve) = it.next().flatten() else {
                 if let Some(h) = &held {
-                    let _ = self.inner.locker.release(std::slice::from_ref(h)).await;
+                    self.release_or_owe(v, h).await;
                 }
                 return Err(MountError::VolumeNotFound { volume: v.clone() });
             };
@@ -826,7 +839,7 @@ impl HostMounts {
                 Ok(vol) => vol,
                 Err(e) => {
                     if let Some(h) = &held {
-                        let _ = self.inner.locker.release(std::slice::from_ref(h)).await;
+                        self.release_or_owe(v, h).await;
                     }
                     return Err(e.into());
                 }
@@ -888,9 +901,8 @@ impl HostMounts {
         drop_lock: Option<&HeldLock>,
     ) -> Result<MountView, MountError> {
         let unlock_all = || async {
-            let locks: Vec<HeldLock> = held.into_iter().chain(drop_lock).cloned().collect();
-            if let Err(e) = self.inner.locker.release(&locks).await {
-                warn!(volume = %v, error = %e, "could not release the mount lock; it expires with the lease");
+            if let Some(l) = held.or(drop_lock) {
+                self.release_or_owe(v, l).await;
             }
         };
         let driver = match self.driver(vol) {
