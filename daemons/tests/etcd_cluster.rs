@@ -340,6 +340,11 @@ fn leader_kill_and_frozen_member() {
     let (code, out, err) = cli(&url, &["volume", "list-all"], None);
     assert_eq!(code, 0, "{err}");
     let listed: BTreeSet<String> = out.lines().map(str::to_owned).collect();
+    assert_eq!(
+        listed.len(),
+        out.lines().count(),
+        "a volume is listed twice: {out}"
+    );
     let ops = ops.lock().unwrap().clone();
     let mut by_volume: BTreeMap<&str, Vec<(&str, &Seen)>> = BTreeMap::new();
     let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();

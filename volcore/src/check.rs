@@ -338,6 +338,7 @@ impl Volumes {
             k.hosts(),
             k.maintenances(),
             k.policies(),
+            k.host_checks(),
         ];
         let mut lists = futures::future::try_join_all(prefixes.iter().map(|p| kv.list(p)))
             .await?
@@ -352,6 +353,7 @@ impl Volumes {
             .iter()
             .filter_map(|e| e.key.strip_prefix(&k.policies()).map(str::to_owned))
             .collect();
+        let host_reports = next();
         let mut used: BTreeSet<BackendKind> = policy_entries
             .iter()
             .filter_map(|e| crate::policy::Policy::from_stored_json(&e.value).ok())
@@ -534,6 +536,31 @@ impl Volumes {
                     .at_key(&e.key),
                 );
             }
+        }
+        // What the hosts found on themselves (their mounts against their records): shown
+        // here, repaired there.
+        for e in &host_reports {
+            let Some(h) = e.key.strip_prefix(&k.host_checks()) else {
+                continue;
+            };
+            let Ok(hr) = serde_json::from_slice::<CheckReport>(&e.value) else {
+                continue;
+            };
+            for mut f in hr.findings {
+                f.fix = format!(
+                    "on host {h}: {}; volplugin does it at start, or now with: curl --unix-socket <plugin socket> -X POST http://plugin/check",
+                    f.fix
+                );
+                f.repairable = false;
+                f.outcome = None;
+                f.how = Fix::None;
+                report.findings.push(f);
+            }
+            report.unchecked.extend(
+                hr.unchecked
+                    .into_iter()
+                    .map(|u| format!("on host {h}: {u}")),
+            );
         }
         report.sort();
         if repair {

@@ -253,6 +253,16 @@ impl Keys {
         format!("{}/maintenance/{safe}", self.prefix)
     }
 
+    /// `checks/<host>`: a host's last host-side check, on its lease.
+    pub fn host_check(&self, host: &HostName) -> String {
+        format!("{}/checks/{host}", self.prefix)
+    }
+
+    /// `checks/`.
+    pub fn host_checks(&self) -> String {
+        format!("{}/checks/", self.prefix)
+    }
+
     /// `maintenance/`.
     pub fn maintenances(&self) -> String {
         format!("{}/maintenance/", self.prefix)

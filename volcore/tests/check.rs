@@ -370,6 +370,13 @@ async fn a_vanished_mount_is_found_on_demand() {
     fake.unmount(&spec(&v), &at).await.unwrap();
     let r = m.check(false).await;
     assert_eq!(kinds(&r), vec![(FindingKind::MissingMount, "p/v".into())]);
+    // The host reports it; the cluster check shows it, for the host to repair.
+    let c = e.engine.check(true).await.unwrap();
+    assert_eq!(kinds(&c), vec![(FindingKind::MissingMount, "p/v".into())]);
+    assert_eq!(c.findings[0].host, Some(host("h1")));
+    assert!(!c.findings[0].repairable);
+    assert!(c.findings[0].fix.contains("on host h1"), "{}", c.render());
+    assert_eq!(c.remaining(), 1);
     let r = m.check(true).await;
     assert_eq!(r.remaining(), 0);
     assert!(m.mounted(&v).is_none());

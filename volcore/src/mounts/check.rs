@@ -34,6 +34,34 @@ impl HostMounts {
     /// mounted and this host holds no lock for it — and the second is torn down. Each
     /// volume is checked under its own guard, so a mount in progress is never touched.
     pub async fn check(&self, repair: bool) -> CheckReport {
+        let report = self.check_here(repair).await;
+        // What the cluster check shows for this host: what is left now.
+        let left = if repair {
+            self.check_here(false).await
+        } else {
+            report.clone()
+        };
+        self.publish(&left).await;
+        report
+    }
+
+    /// Publishes `report` as this host's last check (`checks/<host>`, on the lease: a
+    /// dead host's report goes with it), for `volcli check` to show.
+    pub(super) async fn publish(&self, report: &CheckReport) {
+        let Some(lease) = self.inner.lease.borrow().usable().cloned() else {
+            return;
+        };
+        let Ok(value) = serde_json::to_vec(report) else {
+            return;
+        };
+        let key = self.inner.keys.host_check(self.host());
+        let opts = crate::kv::PutOpts::default().with_lease(lease);
+        if let Err(e) = self.inner.kv.put(&key, value, opts).await {
+            tracing::debug!(error = %e, "could not publish this host's check");
+        }
+    }
+
+    async fn check_here(&self, repair: bool) -> CheckReport {
         let mut report = CheckReport {
             repaired: repair,
             ..CheckReport::default()

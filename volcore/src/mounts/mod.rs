@@ -394,6 +394,8 @@ impl HostMounts {
         let m = me.weak();
         let wake = me.inner.owed_wake.clone();
         tasks.push(tokio::spawn(async move { pay_owed(m, wake).await }));
+        let m = me.weak();
+        tasks.push(tokio::spawn(async move { report_checks(m).await }));
         lock(&me.inner.tasks).extend(tasks);
         info!(host = %me.inner.cfg.host, host_id = me.inner.identity.host_id(), instance = me.inner.identity.instance(), "host mounts started");
         Ok(me)
@@ -1344,6 +1346,19 @@ async fn adopt(weak: std::sync::Weak<Inner>) {
         repaired = report.findings.len(),
         "mounts re-adopted; accepting new mounts"
     );
+}
+
+/// Re-publishes this host's check now and then, so `volcli check` shows what is true now.
+async fn report_checks(weak: std::sync::Weak<Inner>) {
+    const EVERY: Duration = Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let me = HostMounts { inner };
+        if me.adopted() {
+            me.check(false).await;
+        }
+    }
 }
 
 async fn watch_lease(
