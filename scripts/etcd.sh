@@ -11,7 +11,8 @@ set -euo pipefail
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 30000 ))
+    # Below Linux's ephemeral range (32768+), where an outgoing connection could hold it.
+    p=$(( 20000 + RANDOM % 12000 ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return 0
@@ -62,29 +63,39 @@ case "$cmd" in
     ;;
   cluster)
     command -v etcd >/dev/null || { echo "etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
-    ports=()
-    while [ "${#ports[@]}" -lt 6 ]; do
-      p=$(free_port)
-      case " ${ports[*]:-} " in *" $p "*) ;; *) ports+=("$p") ;; esac
+    # A port taken between the probe and the bind fails a member: start again on new ports.
+    for attempt in 1 2 3; do
+      ports=()
+      while [ "${#ports[@]}" -lt 6 ]; do
+        p=$(free_port)
+        case " ${ports[*]:-} " in *" $p "*) ;; *) ports+=("$p") ;; esac
+      done
+      initial="m0=http://127.0.0.1:${ports[3]},m1=http://127.0.0.1:${ports[4]},m2=http://127.0.0.1:${ports[5]}"
+      endpoints=""
+      for i in 0 1 2; do
+        m="$dir/m$i"; rm -rf "$m"; mkdir -p "$m"
+        c=${ports[$i]}; pp=${ports[$((i + 3))]}
+        echo "etcd --name m$i --data-dir $m/data --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c --listen-peer-urls http://127.0.0.1:$pp --initial-advertise-peer-urls http://127.0.0.1:$pp --initial-cluster $initial --initial-cluster-state new --initial-cluster-token volcore-test-$attempt --heartbeat-interval 100 --election-timeout 1000 --log-level warn" >"$m/cmd"
+        echo "127.0.0.1:$c" >"$m/endpoint"
+        run_member "$i"
+        endpoints="${endpoints:+$endpoints,}127.0.0.1:$c"
+      done
+      for _ in $(seq 1 150); do
+        if ETCDCTL_API=3 etcdctl --endpoints "$endpoints" --command-timeout 1s endpoint health >/dev/null 2>&1; then
+          echo "$endpoints"
+          exit 0
+        fi
+        dead=0
+        for i in 0 1 2; do kill -0 "$(cat "$dir/m$i/etcd.pid")" 2>/dev/null || dead=1; done
+        [ "$dead" = 1 ] && break
+        sleep 0.1
+      done
+      echo "etcd cluster attempt $attempt failed; its logs:" >&2
+      grep -h -E ' C \| |bind' "$dir"/m*/etcd.log >&2 || true
+      for i in 0 1 2; do kill -9 "$(cat "$dir/m$i/etcd.pid")" 2>/dev/null || true; done
+      sleep 0.5
     done
-    initial="m0=http://127.0.0.1:${ports[3]},m1=http://127.0.0.1:${ports[4]},m2=http://127.0.0.1:${ports[5]}"
-    endpoints=""
-    for i in 0 1 2; do
-      m="$dir/m$i"; mkdir -p "$m"
-      c=${ports[$i]}; pp=${ports[$((i + 3))]}
-      echo "etcd --name m$i --data-dir $m/data --listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c --listen-peer-urls http://127.0.0.1:$pp --initial-advertise-peer-urls http://127.0.0.1:$pp --initial-cluster $initial --initial-cluster-state new --initial-cluster-token volcore-test --heartbeat-interval 100 --election-timeout 1000 --log-level warn" >"$m/cmd"
-      echo "127.0.0.1:$c" >"$m/endpoint"
-      run_member "$i"
-      endpoints="${endpoints:+$endpoints,}127.0.0.1:$c"
-    done
-    for _ in $(seq 1 150); do
-      if ETCDCTL_API=3 etcdctl --endpoints "$endpoints" --command-timeout 1s endpoint health >/dev/null 2>&1; then
-        echo "$endpoints"
-        exit 0
-      fi
-      sleep 0.1
-    done
-    echo "the etcd cluster did not become healthy in 15 s; its logs:" >&2; cat "$dir"/m*/etcd.log >&2
+    echo "the etcd cluster did not become healthy" >&2
     exit 1
     ;;
   restart-member)

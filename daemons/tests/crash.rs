@@ -295,7 +295,7 @@ mod crash {
     /// volmaster killed at each step of create, remove, snapshot and copy.
     #[test]
     fn volmaster_killed_at_every_step() {
-        let (site, _m, url) = Site::new(2);
+        let (site, _m, setup_url) = Site::new(2);
         type Case = (&'static str, &'static [&'static str]);
         let cases: &[Case] = &[
             // The create's mount lock wrote the epoch key: it stays without a record.
@@ -315,8 +315,8 @@ mod crash {
             let op = point.split('.').next().unwrap();
             // What the operation needs to exist first.
             let snap = if op != "create" {
-                cli(&url, &["volume", "create", &v], None).ok();
-                (op == "copy").then(|| snapshot(&url, &v))
+                cli(&setup_url, &["volume", "create", &v], None).ok();
+                (op == "copy").then(|| snapshot(&setup_url, &v))
             } else {
                 None
             };
@@ -341,6 +341,8 @@ mod crash {
                 out.stdout
             );
             crashing.wait_killed(point);
+            // Restart it (disarmed) and work through the restarted one.
+            let (_restarted, url) = site.master(None);
             wait_unlocked(&url);
             let leftover = if op == "copy" {
                 format!("policy1/{target}")

@@ -289,10 +289,24 @@ fn leader_kill_and_frozen_member() {
     }
     for (host, sock) in [("h1", s1.clone()), ("h2", s2.clone())] {
         let (stop, holdings, shared) = (stop.clone(), holdings.clone(), shared.clone());
+        let ops = ops.clone();
         workers.push(std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) && n < 2000 {
                 n += 1;
+                if n.is_multiple_of(5) {
+                    // Hosts create too (docker volume create).
+                    let v = format!("policy1/{host}-c{n}");
+                    let r = call(&sock, "VolumeDriver.Create", json!({"Name": v}));
+                    let err = r.as_ref().map_or("no answer".to_owned(), |r| {
+                        r["Err"].as_str().unwrap_or_default().to_owned()
+                    });
+                    let s = match r {
+                        None => Seen::Unknown,
+                        Some(_) => seen(i32::from(!err.is_empty()), &err),
+                    };
+                    ops.lock().unwrap().push(("create".into(), v, s, err));
+                }
                 let v = &shared[(n as usize) % shared.len()];
                 let id = format!("{host}-{n}");
                 let m = call(&sock, "VolumeDriver.Mount", json!({"Name": v, "ID": id}));

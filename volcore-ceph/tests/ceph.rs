@@ -356,3 +356,67 @@ async fn a_failed_fence_then_retry_still_fences_the_old_client() {
     b.release(&s, &hb).await.unwrap();
     b.destroy(&s).await.unwrap();
 }
+
+/// `check` on a real cluster: an image a create left (no record) is found with its pool
+/// and destroyed by the repair; a volume with a record is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_finds_and_destroys_an_orphan_image() {
+    use volcore::{Drivers, GlobalConfig, HostName, Keys, KvStore, LeaseKeeper, MemKv};
+    let d = Arc::new(driver_at("check"));
+    let orphan = spec("orphan");
+    d.create(&orphan).await.unwrap();
+    let inv = d.inventory().await.unwrap().unwrap();
+    let found = inv.iter().find(|s| s.volume == orphan.volume).unwrap();
+    assert_eq!(found.params.get("pool").map(String::as_str), Some("rbd"));
+    let kv: Arc<dyn KvStore> = Arc::new(MemKv::new());
+    let keeper = LeaseKeeper::start(kv.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let (_tx, grx) = tokio::sync::watch::channel(GlobalConfig {
+        timeout: Duration::from_secs(60),
+        ..GlobalConfig::default()
+    });
+    let engine = volcore::Volumes::new(
+        kv,
+        Keys::default(),
+        Drivers::new().with(d.clone()),
+        HostName::new("m").unwrap(),
+        keeper.subscribe(),
+        grx,
+    );
+    engine
+        .upload_policy(
+            &orphan.volume.policy,
+            br#"{"backend":"ceph","driver":{"pool":"rbd"},"create":{"size":"64MiB"}}"#,
+        )
+        .await
+        .unwrap();
+    let kept = volcore::VolumeRef::new(
+        orphan.volume.policy.clone(),
+        volcore::VolumeName::new("kept").unwrap(),
+    );
+    engine.create(&kept, &BTreeMap::new()).await.unwrap();
+    let r = engine.check(true).await.unwrap();
+    let mine: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| {
+            f.volume
+                .as_ref()
+                .is_some_and(|v| v.policy == orphan.volume.policy)
+        })
+        .collect();
+    assert_eq!(mine.len(), 1, "{}", r.render());
+    assert_eq!(mine[0].kind, volcore::FindingKind::OrphanStorage);
+    assert_eq!(
+        mine[0].outcome,
+        Some(volcore::Outcome::Repaired),
+        "{}",
+        r.render()
+    );
+    assert!(
+        !d.exists(&orphan).await.unwrap(),
+        "the orphan image is still there"
+    );
+    engine.remove(&kept, false, None).await.unwrap();
+}

@@ -842,7 +842,31 @@ impl Volumes {
             key: h.key.clone(),
             pre: Precondition::Any,
         }));
-        self.kv.txn(ops).await?;
+        // The storage is gone now: keep trying to drop the record (an unanswered attempt
+        // may have applied; then the next one meets no locks and no record).
+        let deadline = tokio::time::Instant::now() + self.timeout();
+        let mut pause = Duration::from_millis(50);
+        let mut retried = false;
+        loop {
+            match self.kv.txn(ops.clone()).await {
+                Ok(_) => break,
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    debug!(error = %e, "deleting the record of a destroyed volume; retrying");
+                    retried = true;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(KvError::Conflict { .. })
+                    if retried && matches!(self.kv.get(&entry.key).await, Ok(None)) =>
+                {
+                    break
+                }
+                Err(e) => {
+                    warn!(error = %e, "the storage was destroyed but the record could not be deleted; volcli check --repair drops it");
+                    return Err(e.into());
+                }
+            }
+        }
         info!("volume removed");
         Ok(())
     }

@@ -527,3 +527,29 @@ async fn an_unanswered_lock_acquisition_leaves_no_lock() {
     }
     panic!("the unanswered acquisition's locks stayed");
 }
+
+/// A remove whose record delete goes unanswered after the storage is destroyed retries
+/// it, so no record is left naming destroyed storage (before: the remove failed and left
+/// exactly that — seen on a three-member etcd cluster with a frozen member).
+#[tokio::test]
+async fn a_remove_whose_delete_goes_unanswered_leaves_no_record() {
+    use volcore::testing::{FlakyKv, KvFault};
+    let e = env().await;
+    let v = vref("p/r");
+    e.engine.create(&v, &BTreeMap::new()).await.unwrap();
+    let flaky = FlakyKv::new(e.kv.clone());
+    flaky.inject(1, KvFault::Unavailable, |c| c.writes("/volumes/p/r"));
+    let (_gtx, grx) = watch::channel(global());
+    let engine = Volumes::new(
+        Arc::new(flaky.clone()),
+        Keys::default(),
+        Drivers::new().with(Arc::new(e.fake.clone())),
+        host("master-2"),
+        e.keeper.subscribe(),
+        grx,
+    );
+    engine.remove(&v, false, None).await.unwrap();
+    assert_eq!(flaky.hits(), 1);
+    assert!(e.engine.get(&v).await.is_err(), "the record stayed");
+    assert!(e.engine.check(false).await.unwrap().is_clean());
+}

@@ -87,6 +87,10 @@ impl Default for SimConfig {
 pub enum What {
     /// The host took the backend lock.
     Claim,
+    /// The host attached the storage (mapped the image).
+    Attach,
+    /// The host detached it.
+    Detach,
     /// The host's clients were cut off (another host claimed the volume).
     Fenced,
     /// The host mounted the volume; who held its mount lock in the store right then.
@@ -306,6 +310,7 @@ impl MountDriver for SimDriver {
                 c.mounts.insert(key.clone(), at.to_path_buf());
                 // A new mapping is a new client: not blocked.
                 c.fenced.remove(&key);
+                self.record(c, self.host, v, What::Attach);
                 self.record(c, self.host, v, What::Mount { lock_holder });
             }
             Ok(Mount {
@@ -321,6 +326,7 @@ impl MountDriver for SimDriver {
             if c.mounts.remove(&key).is_some() {
                 c.fenced.remove(&key);
                 self.record(c, self.host, &spec.volume, What::Unmount);
+                self.record(c, self.host, &spec.volume, What::Detach);
             }
             Ok(())
         })
