@@ -23,14 +23,16 @@ mod docker_common;
 
 #[cfg(feature = "failpoints")]
 mod crash {
-    use std::io::{BufRead, BufReader};
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
     use serde_json::{json, Value};
 
-    use super::docker_common::{env, socket_call, socket_get, tmp, uniq, wait_ready};
+    use super::docker_common::{
+        env, listening, socket_call, socket_get, tmp, try_call, uniq, volcli_at, wait_plugin_ready,
+        wait_ready,
+    };
 
     struct Proc(Child);
 
@@ -110,15 +112,7 @@ mod crash {
                 cmd.env("FAILPOINTS", format!("{p}=return"));
             }
             let mut child = cmd.spawn().unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            let addr = line
-                .trim()
-                .strip_prefix("volmaster listening on ")
-                .unwrap_or_else(|| panic!("volmaster said {line:?}"))
-                .to_owned();
+            let addr = listening(&mut child, "volmaster");
             wait_ready(&addr);
             (Proc(child), format!("http://{addr}"))
         }
@@ -151,33 +145,11 @@ mod crash {
                 cmd.env("FAILPOINTS", format!("{p}=return"));
             }
             let mut child = cmd.spawn().unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            assert!(line.starts_with("volplugin listening on"), "{line}");
+            listening(&mut child, "volplugin");
             let sock = socks.join("vp-crash.sock");
-            let start = Instant::now();
-            while !socket_get(&sock, "/readyz").starts_with("HTTP/1.1 200") {
-                assert!(
-                    start.elapsed() < Duration::from_secs(20),
-                    "volplugin never became ready"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_plugin_ready(&sock);
             (Proc(child), sock)
         }
-    }
-
-    /// A Docker call whose answer may never come (the plugin dies on the way).
-    fn try_call(sock: &Path, endpoint: &str, body: Value) -> Option<Value> {
-        use std::io::{Read, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
-        let body = body.to_string();
-        write!(s, "POST /{endpoint} HTTP/1.1\r\nHost: p\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()
     }
 
     struct Out {
@@ -198,24 +170,11 @@ mod crash {
     }
 
     fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Out {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_volcli"))
-            .args(args)
-            .env("VOLCLI_MASTER", url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(s) = stdin {
-            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
+        let (code, stdout, stderr) = volcli_at(url, args, stdin);
         Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code,
+            stdout,
+            stderr,
         }
     }
 

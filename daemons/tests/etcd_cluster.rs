@@ -12,14 +12,15 @@
 mod docker_common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use docker_common::{socket_get, tmp, uniq, wait_ready};
+use docker_common::{
+    listening, tmp, try_call as call, uniq, volcli_at as cli, wait_plugin_ready, wait_ready,
+};
 use serde_json::{json, Value};
 
 struct Proc(Child);
@@ -111,28 +112,6 @@ impl Etcd {
     }
 }
 
-fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_volcli"))
-        .args(args)
-        .env("VOLCLI_MASTER", url)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn master(kv: &str, prefix: &str, local: &Path) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_volmaster"))
         .args(["--kv", kv, "--prefix", prefix, "--listen", "127.0.0.1:0"])
@@ -142,15 +121,7 @@ fn master(kv: &str, prefix: &str, local: &Path) -> (Proc, String) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("volmaster listening on ")
-        .unwrap_or_else(|| panic!("volmaster said {line:?}"))
-        .to_owned();
+    let addr = listening(&mut child, "volmaster");
     wait_ready(&addr);
     (Proc(child), format!("http://{addr}"))
 }
@@ -173,32 +144,10 @@ fn plugin(kv: &str, prefix: &str, host: &str, socks: &Path, local: &Path) -> (Pr
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("volplugin listening on"), "{line}");
+    listening(&mut child, "volplugin");
     let sock = socks.join(format!("vp-{host}.sock"));
-    let start = Instant::now();
-    while !socket_get(&sock, "/readyz").starts_with("HTTP/1.1 200") {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{host} never became ready"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_plugin_ready(&sock);
     (Proc(child), sock)
-}
-
-/// A Docker call; `None` if the plugin did not answer.
-fn call(sock: &Path, endpoint: &str, body: Value) -> Option<Value> {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
-    let body = body.to_string();
-    write!(s, "POST /{endpoint} HTTP/1.1\r\nHost: p\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()
 }
 
 /// An operation's result as its caller saw it.

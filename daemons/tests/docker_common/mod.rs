@@ -94,10 +94,15 @@ impl Drop for Cluster {
 }
 
 pub fn volcli(c: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    volcli_at(&c.master_url, args, stdin)
+}
+
+/// volcli against the volmaster at `url`: (exit code, stdout, stderr).
+pub fn volcli_at(url: &str, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_volcli"))
         .args(args)
-        .env("VOLCLI_MASTER", &c.master_url)
+        .env("VOLCLI_MASTER", url)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -113,6 +118,31 @@ pub fn volcli(c: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, String, 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// What a daemon prints first, "`what` listening on ADDR": the ADDR.
+pub fn listening(child: &mut Child, what: &str) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix(&format!("{what} listening on "))
+        .unwrap_or_else(|| panic!("{what} said {line:?}"))
+        .to_owned()
+}
+
+/// Waits (up to 20 s) until the plugin at `sock` is ready (connected, mounts re-adopted).
+pub fn wait_plugin_ready(sock: &Path) {
+    let start = std::time::Instant::now();
+    while !socket_get(sock, "/readyz").starts_with("HTTP/1.1 200") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "plugin at {} never became ready",
+            sock.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 pub fn cluster(ttl: u32) -> Cluster {
@@ -133,15 +163,7 @@ pub fn cluster(ttl: u32) -> Cluster {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(master.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("volmaster listening on ")
-        .unwrap()
-        .to_owned();
+    let addr = listening(&mut master, "volmaster");
     wait_ready(&addr);
     let c = Cluster {
         prefix,
@@ -240,21 +262,9 @@ pub fn plugin_env(
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("volplugin listening on"), "{line}");
+    listening(&mut child, "volplugin");
     let sock = socket_dir.join(format!("{name}.sock"));
-    // Ready: connected, and its mounts re-adopted.
-    let start = std::time::Instant::now();
-    while !socket_get(&sock, "/readyz").starts_with("HTTP/1.1 200") {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "plugin {name} never became ready"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_plugin_ready(&sock);
     PluginProc {
         child,
         name: name.to_owned(),
@@ -285,13 +295,19 @@ pub fn socket_get(sock: &Path, path: &str) -> String {
 }
 
 pub fn socket_call(sock: &Path, endpoint: &str, body: Value) -> Value {
+    try_call(sock, endpoint, body)
+        .unwrap_or_else(|| panic!("no answer from {} to {endpoint}", sock.display()))
+}
+
+/// A Docker call; `None` if the plugin did not answer (it died on the way).
+pub fn try_call(sock: &Path, endpoint: &str, body: Value) -> Option<Value> {
     use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
     let body = body.to_string();
-    write!(s, "POST /{endpoint} HTTP/1.1\r\nHost: p\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    write!(s, "POST /{endpoint} HTTP/1.1\r\nHost: p\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).ok()?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap()
+    s.read_to_string(&mut out).ok()?;
+    serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()
 }
 
 /// The Ceph driver's settings for a daemon (`VOLCORE_CEPH_*`), when the tests have a
