@@ -309,6 +309,19 @@ mod crash {
                 v.clone()
             };
             assert_eq!(findings(&url), expect(left, &leftover), "{point}");
+            if left.contains(&"orphan-storage") && op == "create" {
+                // The leftover blocks a retry, and the error says what to do.
+                let out = cli(&url, &["volume", "create", &v], None);
+                assert_ne!(
+                    out.code, 0,
+                    "{point}: a create over leftover storage succeeded"
+                );
+                assert!(
+                    out.stderr.contains("volcli check --repair"),
+                    "{}",
+                    out.stderr
+                );
+            }
             repair_clean(&url, point);
             // Usable again.
             match op {

@@ -561,7 +561,7 @@ impl Volumes {
                 return Err(
                     if matches!(e.driver_error(), Some(DriverError::AlreadyExists { .. })) {
                         EngineError::BadRequest(format!(
-                        "storage for {vref} already exists but no volume record does; if it is left over, remove it from the backend first"
+                        "storage for {vref} already exists but no volume record does; if a crashed create or copy left it, `volcli check --repair` destroys it"
                     ))
                     } else {
                         e
