@@ -363,7 +363,10 @@ async fn a_failed_fence_then_retry_still_fences_the_old_client() {
 async fn check_finds_and_destroys_an_orphan_image() {
     use volcore::{Drivers, GlobalConfig, HostName, Keys, KvStore, LeaseKeeper, MemKv};
     let d = Arc::new(driver_at("check"));
-    let orphan = spec("orphan");
+    // A policy of its own: the other tests' images (same process, other policy) must not
+    // look like this store's leftovers.
+    let mut orphan = spec("orphan");
+    orphan.volume = VolumeRef::parse(&format!("chk{}/orphan", std::process::id())).unwrap();
     d.create(&orphan).await.unwrap();
     let inv = d.inventory().await.unwrap().unwrap();
     let found = inv.iter().find(|s| s.volume == orphan.volume).unwrap();
