@@ -317,6 +317,14 @@ impl From<EngineError> for ApiError {
             EngineError::BadRequest(_) | EngineError::NoSnapshots { .. } => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }
+            EngineError::BackendNotServed { .. } => (StatusCode::BAD_REQUEST, "backend_not_served"),
+            EngineError::ChangedMeanwhile { .. } => (StatusCode::CONFLICT, "changed_meanwhile"),
+            EngineError::LockLost { .. } => (StatusCode::CONFLICT, "lock_lost"),
+            EngineError::LeftoverStorage { .. } => (StatusCode::CONFLICT, "leftover_storage"),
+            EngineError::OutcomeUnknown { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown")
+            }
+            EngineError::SessionGone { .. } => (StatusCode::NOT_FOUND, "session_gone"),
             EngineError::Driver { source, .. } => match source.as_ref() {
                 DriverError::NotFound { .. } => (StatusCode::NOT_FOUND, "storage_not_found"),
                 DriverError::AlreadyExists { .. } => (StatusCode::CONFLICT, "storage_exists"),
@@ -1056,14 +1064,14 @@ pub const API: &[ApiOp] = &[
         "put",
         "/v1/maintenance/{session}",
         200,
-        &[400, 503],
+        &[400, 404, 503],
         "Renew a maintenance session",
     ),
     op(
         "delete",
         "/v1/maintenance/{session}",
         204,
-        &[400, 503],
+        &[400, 404, 503],
         "End a maintenance session, releasing its locks",
     ),
 ];

@@ -214,3 +214,28 @@ async fn durations_out_of_bounds_are_400_naming_the_bound() {
     let (s, body) = call(&app, "DELETE", "/v1/volumes/p/v?timeout=30s", "").await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
 }
+
+/// Races and gone things are not 400s: an ended maintenance session is 404
+/// `session_gone`, storage left by a crashed create is 409 `leftover_storage`, a backend
+/// this daemon does not serve is 400 `backend_not_served` (before: all `bad_request`).
+#[tokio::test]
+async fn errors_say_what_they_mean() {
+    let (app, _keeper) = app().await;
+    let (st, v) = call(&app, "PUT", "/v1/maintenance/12345", "").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(v["error"]["code"], "session_gone", "{v}");
+    let (st, v) = call(&app, "DELETE", "/v1/maintenance/12345", "").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    // A policy on a backend this daemon does not serve.
+    let (st, _) = call(
+        &app,
+        "PUT",
+        "/v1/policies/loc",
+        r#"{"backend":"local","create":{"size":"10MB"}}"#,
+    )
+    .await;
+    assert!(st.is_success(), "{st}");
+    let (st, v) = call(&app, "POST", "/v1/volumes", r#"{"volume":"loc/v"}"#).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "backend_not_served", "{v}");
+}

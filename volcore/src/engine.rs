@@ -72,6 +72,56 @@ pub enum EngineError {
     /// The request is wrong in another way.
     #[error("{0}")]
     BadRequest(String),
+    /// The volume's backend is not served by this daemon.
+    #[error("backend {backend} is not served here{hint}; served backends: {served}")]
+    BackendNotServed {
+        /// The backend asked for.
+        backend: BackendKind,
+        /// What is served (comma-separated, or `none`).
+        served: String,
+        /// How to serve it, if there is a way.
+        hint: &'static str,
+    },
+    /// Something changed under the operation (a concurrent writer); look again and retry.
+    #[error("{what} was changed while being {doing}; look at it again and retry")]
+    ChangedMeanwhile {
+        /// What changed (e.g. `policy p`).
+        what: String,
+        /// What the operation was doing.
+        doing: &'static str,
+    },
+    /// The operation's locks were lost midway (its lease expired); nothing was kept.
+    #[error(
+        "lost the locks on {volume} while {doing} it (lease expired?); nothing was kept, retry"
+    )]
+    LockLost {
+        /// The volume.
+        volume: VolumeRef,
+        /// What the operation was doing.
+        doing: &'static str,
+    },
+    /// The store did not say whether a write applied; what it concerns was kept.
+    #[error("the store did not answer whether volume {volume} was recorded ({cause}); its storage was kept — run volcli check to reconcile")]
+    OutcomeUnknown {
+        /// The volume.
+        volume: VolumeRef,
+        /// The last store error.
+        cause: String,
+    },
+    /// Storage exists for a volume that has no record (a crashed create or copy).
+    #[error("storage for {volume} already exists but no volume record does; if a crashed create or copy left it, `volcli check --repair` destroys it")]
+    LeftoverStorage {
+        /// The volume.
+        volume: VolumeRef,
+    },
+    /// No such maintenance session (ended, or its lease expired).
+    #[error("maintenance session {session} {why}")]
+    SessionGone {
+        /// The session.
+        session: LeaseId,
+        /// `does not exist (…)` or `has expired; …`.
+        why: &'static str,
+    },
     /// The volume's backend has no snapshots.
     #[error("volume {volume} cannot be snapshotted: backend {backend} has no snapshot support")]
     NoSnapshots {
@@ -303,10 +353,15 @@ impl Volumes {
             } else {
                 ""
             };
-            EngineError::BadRequest(format!(
-                "backend {b} is not served here{hint}; served backends: {}",
-                if served.is_empty() { "none".to_owned() } else { served.join(", ") }
-            ))
+            EngineError::BackendNotServed {
+                backend: b,
+                served: if served.is_empty() {
+                    "none".to_owned()
+                } else {
+                    served.join(", ")
+                },
+                hint,
+            }
         })
     }
 
@@ -398,9 +453,10 @@ impl Volumes {
             Err(KvError::Conflict { current: None, .. }) => Err(EngineError::PolicyNotFound {
                 policy: name.clone(),
             }),
-            Err(KvError::Conflict { .. }) => Err(EngineError::BadRequest(format!(
-                "policy {name} was changed while being deleted; look at it again and retry"
-            ))),
+            Err(KvError::Conflict { .. }) => Err(EngineError::ChangedMeanwhile {
+                what: format!("policy {name}"),
+                doing: "deleted",
+            }),
             Err(e) => Err(e.into()),
         }
     }
@@ -560,9 +616,9 @@ impl Volumes {
                 self.release_unrecorded(vref, &held).await;
                 return Err(
                     if matches!(e.driver_error(), Some(DriverError::AlreadyExists { .. })) {
-                        EngineError::BadRequest(format!(
-                        "storage for {vref} already exists but no volume record does; if a crashed create or copy left it, `volcli check --repair` destroys it"
-                    ))
+                        EngineError::LeftoverStorage {
+                            volume: vref.clone(),
+                        }
                     } else {
                         e
                     },
@@ -602,9 +658,10 @@ impl Volumes {
                         self.destroy_quietly(d.as_ref(), &spec).await;
                     }
                     return Err(match e {
-                        KvError::Conflict { .. } => EngineError::BadRequest(format!(
-                            "lost the locks on {vref} while creating it (lease expired?); nothing was kept, retry"
-                        )),
+                        KvError::Conflict { .. } => EngineError::LockLost {
+                            volume: vref.clone(),
+                            doing: "creating",
+                        },
                         e => e.into(),
                     });
                 }
@@ -717,9 +774,10 @@ impl Volumes {
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => {
-                    return Settled::Unknown(EngineError::BadRequest(format!(
-                        "the store did not answer whether volume {vref} was recorded ({e}); its storage was kept — run volcli check to reconcile"
-                    )))
+                    return Settled::Unknown(EngineError::OutcomeUnknown {
+                        volume: vref.clone(),
+                        cause: e.to_string(),
+                    })
                 }
             }
         }
@@ -1170,9 +1228,10 @@ impl Volumes {
     async fn check_session(&self, session: &LeaseId) -> Result<(), EngineError> {
         match self.kv.get(&self.keys.maintenance(session)).await? {
             Some(_) => Ok(()),
-            None => Err(EngineError::BadRequest(format!(
-                "maintenance session {session} does not exist (it ended, or its lease expired)"
-            ))),
+            None => Err(EngineError::SessionGone {
+                session: session.clone(),
+                why: "does not exist (it ended, or its lease expired)",
+            }),
         }
     }
 
@@ -1181,9 +1240,10 @@ impl Volumes {
         self.check_session(session).await?;
         match self.kv.lease_keepalive(session).await {
             Ok(ttl) => Ok(ttl),
-            Err(KvError::LeaseLost { .. }) => Err(EngineError::BadRequest(format!(
-                "maintenance session {session} has expired; its locks are gone"
-            ))),
+            Err(KvError::LeaseLost { .. }) => Err(EngineError::SessionGone {
+                session: session.clone(),
+                why: "has expired; its locks are gone",
+            }),
             Err(e) => Err(e.into()),
         }
     }
