@@ -545,7 +545,7 @@ async fn policies_watch(State(s): State<AppState>, RawQuery(q): RawQuery) -> Api
                 .map_err(|_| ApiError::bad(format!("?after={a}: expected a revision number")))?,
         ),
     };
-    let prefix = format!("{}/policy-revisions/", s.keys.prefix());
+    let prefix = s.keys.all_policy_revisions();
     let stream = s.kv.watch(&prefix, after).await?;
     let lines = stream.filter_map(move |ev| {
         let prefix = prefix.clone();

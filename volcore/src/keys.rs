@@ -134,6 +134,11 @@ impl Keys {
         format!("{}/policy-revisions/{p}/{rev:020}", self.prefix)
     }
 
+    /// `policy-revisions/` (every policy's).
+    pub fn all_policy_revisions(&self) -> String {
+        format!("{}/policy-revisions/", self.prefix)
+    }
+
     /// `policy-revisions/<policy>/`.
     pub fn policy_revisions(&self, p: &PolicyName) -> String {
         format!("{}/policy-revisions/{p}/", self.prefix)

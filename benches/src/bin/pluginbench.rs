@@ -87,7 +87,7 @@ async fn main() -> Result<()> {
     let prefix = format!("/pluginbench-{}", std::process::id());
     let kv: Arc<dyn KvStore> = Arc::new(EtcdKv::connect(EtcdConfig::new([etcd.clone()])).await?);
     kv.put(
-        &format!("{prefix}/global"),
+        &volcore::Keys::new(&prefix)?.global(),
         format!(r#"{{"MountPath":"{}"}}"#, work.join("mnt").display()).into_bytes(),
         PutOpts::default(),
     )
@@ -98,7 +98,7 @@ async fn main() -> Result<()> {
     ] {
         let p = Policy::from_json(&PolicyName::new(name)?, json.as_bytes())?;
         kv.put(
-            &format!("{prefix}/policies/{name}"),
+            &volcore::Keys::new(&prefix)?.policy(&PolicyName::new(name)?),
             p.to_json(),
             PutOpts::default(),
         )

@@ -90,14 +90,14 @@ async fn main() -> Result<()> {
     let counting = CountingKv::new(etcd_kv);
     let kv: Arc<dyn KvStore> = Arc::new(counting.clone());
     kv.put(
-        &format!("{prefix}/global"),
+        &volcore::Keys::new(&prefix)?.global(),
         format!(r#"{{"MountPath":"{}"}}"#, work.join("mnt").display()).into_bytes(),
         PutOpts::default(),
     )
     .await?;
     let p = Policy::from_json(&PolicyName::new("nullp")?, br#"{"backend":"null"}"#)?;
     kv.put(
-        &format!("{prefix}/policies/nullp"),
+        &volcore::Keys::new(&prefix)?.policy(&PolicyName::new("nullp")?),
         p.to_json(),
         PutOpts::default(),
     )
