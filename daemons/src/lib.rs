@@ -2,6 +2,7 @@
 //! ([`master`]) and the shared pieces (`volcli` lives in `src/bin/volcli.rs`).
 //! Each `main.rs` only parses configuration, installs tracing and calls `run`.
 
+pub mod docker;
 pub mod master;
 pub mod plugin;
 

@@ -8,7 +8,6 @@
 //! is unreachable, answers `/readyz` with 503 and every volume request with an error that
 //! says what it waits for; it serves once the store answers.
 
-use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,10 +16,11 @@ use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Response as HttpResponse};
+
+use crate::docker::{Request, Response, VolumeEntry};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 use volcore::cgroup::ThrottleConfig;
@@ -98,24 +98,6 @@ struct Plugin {
 
 type Reply = Json<Value>;
 
-fn err(msg: impl std::fmt::Display) -> Reply {
-    Json(json!({ "Err": msg.to_string() }))
-}
-
-fn ok() -> Reply {
-    Json(json!({"Err": ""}))
-}
-
-/// A Docker request body (`Name`, `ID`, `Opts`; each optional).
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
-struct Req {
-    name: String,
-    #[serde(rename = "ID")]
-    id: String,
-    opts: Option<BTreeMap<String, String>>,
-}
-
 impl Plugin {
     fn parse_name(&self, name: &str) -> Result<VolumeRef, String> {
         if name.contains('/') {
@@ -140,82 +122,90 @@ impl Plugin {
     }
 
     async fn handle(&self, endpoint: &str, body: &Bytes) -> Reply {
+        Json(self.answer(endpoint, body).await.to_json())
+    }
+
+    async fn answer(&self, endpoint: &str, body: &Bytes) -> Response {
+        let req = match Request::parse(endpoint, body) {
+            Ok(r) => r,
+            Err(e) => return Response::Err(e.to_string()),
+        };
         // Docker discovers the plugin with these two; they need no store.
-        match endpoint {
-            "Plugin.Activate" => return Json(json!({"Implements": ["VolumeDriver"]})),
-            "VolumeDriver.Capabilities" => {
-                return Json(json!({"Capabilities": {"Scope": "global"}}))
-            }
+        match req {
+            Request::Activate => return Response::Activate,
+            Request::Capabilities => return Response::Capabilities,
             _ => {}
         }
-        let req: Req = if body.is_empty() {
-            Req::default()
-        } else {
-            match serde_json::from_slice(body) {
-                Ok(r) => r,
-                Err(e) => return err(format!("request body is not valid JSON: {e}")),
-            }
-        };
         let r = match self.ready() {
             Ok(r) => r,
-            Err(e) => return err(e),
+            Err(e) => return Response::Err(e),
         };
-        if endpoint == "VolumeDriver.List" {
-            return self.list(r).await;
-        }
-        if !endpoint.starts_with("VolumeDriver.") {
-            return err(format!("unknown endpoint /{endpoint}"));
-        }
-        let v = match self.parse_name(&req.name) {
-            Ok(v) => v,
-            Err(e) => return err(e),
-        };
-        match endpoint {
-            "VolumeDriver.Create" => match r.engine.create(&v, &req.opts.unwrap_or_default()).await
-            {
-                Ok(_) | Err(EngineError::VolumeExists { .. }) => ok(),
-                Err(e) => err(e),
+        let named = |name: &str| self.parse_name(name);
+        match req {
+            Request::Activate | Request::Capabilities | Request::List => self.list(r).await,
+            Request::Create { name, opts } => match named(&name) {
+                Ok(v) => match r.engine.create(&v, &opts).await {
+                    Ok(_) | Err(EngineError::VolumeExists { .. }) => Response::Done,
+                    Err(e) => Response::Err(e.to_string()),
+                },
+                Err(e) => Response::Err(e),
             },
-            "VolumeDriver.Remove" => self.remove(r, &v).await,
-            "VolumeDriver.Mount" => match r.mounts.mount(&v, &req.id).await {
-                Ok(p) => Json(json!({"Mountpoint": p, "Err": ""})),
-                Err(e) => err(mount_error(&e)),
+            Request::Remove { name } => match named(&name) {
+                Ok(v) => self.remove(r, &v).await,
+                Err(e) => Response::Err(e),
             },
-            "VolumeDriver.Unmount" => match r.mounts.unmount(&v, &req.id).await {
-                Ok(()) => ok(),
-                Err(e) => err(mount_error(&e)),
+            Request::Mount { name, id } => match named(&name) {
+                Ok(v) => match r.mounts.mount(&v, &id).await {
+                    Ok(p) => Response::Mountpoint(p),
+                    Err(e) => Response::Err(mount_error(&e)),
+                },
+                Err(e) => Response::Err(e),
             },
-            "VolumeDriver.Path" => {
-                let p = r.mounts.mounted(&v).map(|m| m.record.path);
-                Json(json!({"Mountpoint": p.unwrap_or_default(), "Err": ""}))
-            }
-            "VolumeDriver.Get" => self.get(r, &v).await,
-            other => err(format!("unknown endpoint /{other}")),
+            Request::Unmount { name, id } => match named(&name) {
+                Ok(v) => match r.mounts.unmount(&v, &id).await {
+                    Ok(()) => Response::Done,
+                    Err(e) => Response::Err(mount_error(&e)),
+                },
+                Err(e) => Response::Err(e),
+            },
+            Request::Path { name } => match named(&name) {
+                Ok(v) => Response::Mountpoint(
+                    r.mounts
+                        .mounted(&v)
+                        .map(|m| m.record.path)
+                        .unwrap_or_default(),
+                ),
+                Err(e) => Response::Err(e),
+            },
+            Request::Get { name } => match named(&name) {
+                Ok(v) => self.get(r, &v).await,
+                Err(e) => Response::Err(e),
+            },
         }
     }
 
-    async fn remove(&self, r: &Ready, v: &VolumeRef) -> Reply {
+    async fn remove(&self, r: &Ready, v: &VolumeRef) -> Response {
         let destroy = match r.mounts.catalog().get(v) {
             Some(i) => Ok(i.volume.destroy_on_remove),
             None => r.engine.get(v).await.map(|i| i.volume.destroy_on_remove),
         };
         match destroy {
             Ok(true) => match r.engine.remove(v, false, None).await {
-                Ok(()) => ok(),
-                Err(e) => err(e),
+                Ok(()) => Response::Done,
+                Err(e) => Response::Err(e.to_string()),
             },
             Ok(false) => {
                 info!(volume = %v, "docker volume rm: storage kept (the policy does not set destroy-on-remove)");
-                ok()
+                Response::Done
             }
-            Err(EngineError::VolumeNotFound { .. }) => ok(),
-            Err(e) => err(e),
+            Err(EngineError::VolumeNotFound { .. }) => Response::Done,
+            Err(e) => Response::Err(e.to_string()),
         }
     }
 
     /// Docker calls List for every `docker volume ls`: answered from the watched catalog
     /// and the host's mounts, without a store round trip.
-    async fn list(&self, r: &Ready) -> Reply {
+    async fn list(&self, r: &Ready) -> Response {
         let paths = r.mounts.paths();
         let names: Vec<VolumeRef> = if r.mounts.catalog().ready() {
             r.mounts
@@ -227,20 +217,23 @@ impl Plugin {
         } else {
             match r.engine.list(None).await {
                 Ok(vols) => vols.iter().map(|v| v.reference()).collect(),
-                Err(e) => return err(e),
+                Err(e) => return Response::Err(e.to_string()),
             }
         };
-        let out: Vec<Value> = names
-            .iter()
-            .map(|v| {
-                let mp = paths.get(v).cloned().unwrap_or_default();
-                json!({"Name": v.to_string(), "Mountpoint": mp})
-            })
-            .collect();
-        Json(json!({"Volumes": out, "Err": ""}))
+        Response::Volumes(
+            names
+                .iter()
+                .map(|v| VolumeEntry {
+                    name: v.to_string(),
+                    mountpoint: paths.get(v).cloned().unwrap_or_default(),
+                    created_at: None,
+                    status: None,
+                })
+                .collect(),
+        )
     }
 
-    async fn get(&self, r: &Ready, v: &VolumeRef) -> Reply {
+    async fn get(&self, r: &Ready, v: &VolumeRef) -> Response {
         let here = r.mounts.mounted(v);
         let (info, lock) = match &here {
             // Mounted here: everything is in memory (the lock is ours).
@@ -259,7 +252,7 @@ impl Plugin {
                     Some(i) => i,
                     None => match r.engine.get(v).await {
                         Ok(i) => i,
-                        Err(e) => return err(e),
+                        Err(e) => return Response::Err(e.to_string()),
                     },
                 };
                 let holder = r
@@ -283,15 +276,12 @@ impl Plugin {
             "mounted": here.as_ref().map(|m| json!({"host": self.cfg.host.as_str(), "path": m.record.path, "users": m.record.ids.len()})),
             "runtime": info.runtime_options,
         });
-        Json(json!({
-            "Volume": {
-                "Name": v.to_string(),
-                "Mountpoint": here.map(|m| m.record.path).unwrap_or_default(),
-                "CreatedAt": humantime::format_rfc3339_seconds(info.volume.created_at).to_string(),
-                "Status": status,
-            },
-            "Err": "",
-        }))
+        Response::Volume(VolumeEntry {
+            name: v.to_string(),
+            mountpoint: here.map(|m| m.record.path).unwrap_or_default(),
+            created_at: Some(humantime::format_rfc3339_seconds(info.volume.created_at).to_string()),
+            status: Some(status),
+        })
     }
 }
 
@@ -328,7 +318,7 @@ async fn endpoint(
     p.handle(&ep, &body).await
 }
 
-async fn readyz(State(p): State<Plugin>) -> Response {
+async fn readyz(State(p): State<Plugin>) -> HttpResponse {
     match p.ready() {
         Ok(r) if r.mounts.adopted() => Json(json!({"status": "ready"})).into_response(),
         Ok(_) => (
@@ -345,17 +335,17 @@ async fn readyz(State(p): State<Plugin>) -> Response {
 }
 
 /// `GET /check` on the socket: this host's mounts against its records (a dry run).
-async fn check_dry(State(p): State<Plugin>) -> Response {
+async fn check_dry(State(p): State<Plugin>) -> HttpResponse {
     host_check(&p, false).await
 }
 
 /// `POST /check`: the same, repairing (unrecorded mounts unmounted, records of vanished
 /// mounts dropped).
-async fn check_repair(State(p): State<Plugin>) -> Response {
+async fn check_repair(State(p): State<Plugin>) -> HttpResponse {
     host_check(&p, true).await
 }
 
-async fn host_check(p: &Plugin, repair: bool) -> Response {
+async fn host_check(p: &Plugin, repair: bool) -> HttpResponse {
     match p.ready() {
         Ok(r) => Json(r.mounts.check(repair).await).into_response(),
         Err(why) => (
