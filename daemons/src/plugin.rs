@@ -145,7 +145,17 @@ impl Plugin {
             Request::Activate | Request::Capabilities | Request::List => self.list(r).await,
             Request::Create { name, opts } => match named(&name) {
                 Ok(v) => match r.engine.create(&v, &opts).await {
-                    Ok(_) | Err(EngineError::VolumeExists { .. }) => Response::Done,
+                    Ok(_) | Err(EngineError::VolumeExists { .. }) => {
+                        // Docker lists right after a create: answer it from a catalog that
+                        // has seen this write.
+                        if r.mounts.catalog().ready() {
+                            r.mounts
+                                .catalog()
+                                .await_volume(&v, true, std::time::Duration::from_secs(5))
+                                .await;
+                        }
+                        Response::Done
+                    }
                     Err(e) => Response::Err(e.to_string()),
                 },
                 Err(e) => Response::Err(e),

@@ -31,7 +31,7 @@ mod crash {
 
     use super::docker_common::{
         env, listening, socket_call, socket_get, tmp, try_call, uniq, volcli_at, wait_plugin_ready,
-        wait_ready,
+        wait_ready, Out,
     };
 
     struct Proc(Child);
@@ -152,30 +152,8 @@ mod crash {
         }
     }
 
-    struct Out {
-        code: i32,
-        stdout: String,
-        stderr: String,
-    }
-
-    impl Out {
-        fn ok(self) -> Self {
-            assert_eq!(
-                self.code, 0,
-                "stdout: {}\nstderr: {}",
-                self.stdout, self.stderr
-            );
-            self
-        }
-    }
-
     fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Out {
-        let (code, stdout, stderr) = volcli_at(url, args, stdin);
-        Out {
-            code,
-            stdout,
-            stderr,
-        }
+        Out::of(volcli_at(url, args, stdin))
     }
 
     /// `volcli --json check`: (kind, volume) of every finding.

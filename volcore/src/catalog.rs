@@ -110,6 +110,20 @@ impl Catalog {
         self.shared.changes.subscribe()
     }
 
+    /// Waits (up to `limit`) until the catalog knows `v` as `present` or not: a caller that
+    /// just created or removed a volume reads its own write from the catalog after this.
+    pub async fn await_volume(&self, v: &VolumeRef, present: bool, limit: std::time::Duration) {
+        // Subscribed before looking, so no change slips between the look and the wait.
+        let mut changes = self.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.get(v).is_some() != present {
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => return,
+            }
+        }
+    }
+
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.shared.state.read().unwrap_or_else(|p| p.into_inner()))
     }

@@ -565,7 +565,24 @@ impl Volumes {
     pub(crate) async fn release_quietly(&self, held: &[HeldLock]) {
         // Releasing compares fencing tokens, so any locker of this host can do it.
         if let Err(e) = self.locker.release(held).await {
-            warn!(error = %e, "could not release locks; they expire with this daemon's lease");
+            // This daemon's lease lives on, so the locks would never expire: retry in the
+            // background (bounded; each try releases only these tenures).
+            warn!(error = %e, "could not release locks; retrying in the background");
+            let (locker, held) = (self.locker.clone(), held.to_vec());
+            tokio::spawn(async move {
+                let mut pause = Duration::from_millis(100);
+                for _ in 0..40 {
+                    tokio::time::sleep(pause).await;
+                    match locker.release(&held).await {
+                        Ok(()) | Err(LockError::NotHeld { .. }) => return,
+                        Err(_) => pause = (pause * 2).min(Duration::from_secs(5)),
+                    }
+                }
+                warn!(
+                    locks = held.len(),
+                    "gave up releasing locks; they end with this daemon's lease"
+                );
+            });
         }
     }
 

@@ -120,6 +120,41 @@ pub fn volcli_at(url: &str, args: &[&str], stdin: Option<&str>) -> (i32, String,
     )
 }
 
+/// A volcli run: exit code and output.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn of((code, stdout, stderr): (i32, String, String)) -> Self {
+        Self {
+            code,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Asserts exit 0 (showing both outputs otherwise).
+    pub fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
+    }
+
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+}
+
 /// What a daemon prints first, "`what` listening on ADDR": the ADDR.
 pub fn listening(child: &mut Child, what: &str) -> String {
     let mut line = String::new();
