@@ -162,25 +162,28 @@ fn daemons_wait_for_a_late_store_and_survive_an_outage() {
             .unwrap(),
     );
     // No store yet: both serve their health endpoints and say what they wait for.
-    until(Duration::from_secs(10), "volmaster answers /readyz", || {
-        http_status(&addr, "/readyz").0 == 503
-    });
-    let (_, body) = http_status(&addr, "/readyz");
-    assert!(body.contains("waiting for its store"), "{body}");
+    // First "connecting to its store", then, after the first failed attempt, "waiting".
+    until(
+        Duration::from_secs(10),
+        "volmaster says it waits for its store",
+        || {
+            let (code, body) = http_status(&addr, "/readyz");
+            code == 503 && body.contains("waiting for its store")
+        },
+    );
     let (code, body) = http_status(&addr, "/v1/policies");
     assert_eq!(code, 503, "{body}");
-    until(Duration::from_secs(10), "volplugin answers /readyz", || {
-        sock_call(
-            &sock,
-            "GET /readyz HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
-        )
-        .0 == 503
-    });
-    let (_, body) = sock_call(
-        &sock,
-        "GET /readyz HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+    until(
+        Duration::from_secs(10),
+        "volplugin says it waits for its store",
+        || {
+            let (code, body) = sock_call(
+                &sock,
+                "GET /readyz HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+            );
+            code == 503 && body.contains("waiting for its store")
+        },
     );
-    assert!(body.contains("waiting for its store"), "{body}");
     let err = plugin_post(&sock, "VolumeDriver.List", "{}");
     assert!(err.contains("is starting"), "{err}");
     std::thread::sleep(Duration::from_secs(2));
