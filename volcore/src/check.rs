@@ -21,7 +21,6 @@ use crate::kv::{Entry, KvError, Precondition, Revision, TxnOp};
 use crate::lock::{HeldLock, LockError, LockHolder, LockReason};
 use crate::name::{HostName, VolumeRef};
 use crate::policy::BackendKind;
-use crate::size::Size;
 use crate::volume::Volume;
 
 /// What kind of leftover a finding is.
@@ -251,19 +250,6 @@ impl CheckReport {
             let _ = writeln!(out, "not checked: {u}");
         }
         out
-    }
-}
-
-/// A minimal spec for storage that has no record: enough to address and destroy it.
-fn bare_spec(v: &VolumeRef, params: BTreeMap<String, String>, timeout: Duration) -> VolumeSpec {
-    VolumeSpec {
-        volume: v.clone(),
-        size: Size::from_bytes(0),
-        filesystem: String::new(),
-        mkfs: None,
-        params,
-        source: None,
-        timeout,
     }
 }
 
@@ -691,7 +677,7 @@ impl Volumes {
                 &format!("{v} has a record now; its storage is in use"),
             )
             .await?;
-        let spec = bare_spec(v, params.clone(), self.timeout());
+        let spec = VolumeSpec::bare(v, params.clone(), self.timeout());
         let res = match self.driver(b) {
             Ok(d) => match self.with_timeout("destroy", v, d.destroy(&spec)).await {
                 Ok(()) => Ok(()),

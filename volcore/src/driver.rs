@@ -37,6 +37,20 @@ pub struct VolumeSpec {
 }
 
 impl VolumeSpec {
+    /// Enough to address storage that has no volume record (a crash's leftover): its
+    /// name and the driver parameters that locate it; no size, filesystem or mkfs.
+    pub fn bare(volume: &VolumeRef, params: BTreeMap<String, String>, timeout: Duration) -> Self {
+        Self {
+            volume: volume.clone(),
+            size: Size::from_bytes(0),
+            filesystem: String::new(),
+            mkfs: None,
+            params,
+            source: None,
+            timeout,
+        }
+    }
+
     /// The spec of a volume record.
     pub fn of(v: &Volume, timeout: Duration) -> Self {
         Self {

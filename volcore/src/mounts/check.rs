@@ -9,7 +9,6 @@ use crate::check::{CheckReport, Finding, FindingKind, Fix, Outcome};
 use crate::driver::{Mount, VolumeSpec};
 use crate::name::VolumeRef;
 use crate::policy::BackendKind;
-use crate::size::Size;
 use crate::volume::Volume;
 
 /// Every mount the drivers report on this host, with its backend.
@@ -171,11 +170,11 @@ impl HostMounts {
         let spec = match self.inner.kv.get(&self.inner.keys.volume(v)).await {
             Ok(Some(e)) => match serde_json::from_slice::<Volume>(&e.value) {
                 Ok(vol) => self.spec(&vol),
-                Err(_) => bare(v, self.timeout()),
+                Err(_) => VolumeSpec::bare(v, Default::default(), self.timeout()),
             },
             _ => match self.inner.catalog.get(v) {
                 Some(info) => self.spec(&info.volume),
-                None => bare(v, self.timeout()),
+                None => VolumeSpec::bare(v, Default::default(), self.timeout()),
             },
         };
         if let Err(e) = self.within("unmount", v, md.unmount(&spec, &m.path)).await {
@@ -187,17 +186,5 @@ impl HostMounts {
         self.release_claim(md, &spec).await;
         info!(volume = %v, path = %m.path.display(), "unrecorded mount unmounted");
         Outcome::Repaired
-    }
-}
-
-fn bare(v: &VolumeRef, timeout: std::time::Duration) -> VolumeSpec {
-    VolumeSpec {
-        volume: v.clone(),
-        size: Size::from_bytes(0),
-        filesystem: String::new(),
-        mkfs: None,
-        params: Default::default(),
-        source: None,
-        timeout,
     }
 }
