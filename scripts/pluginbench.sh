@@ -10,6 +10,6 @@ work=$(mktemp -d /tmp/volcore-pluginbench.XXXXXX)
 trap 'scripts/etcd.sh stop "$work/etcd" || true; rm -rf "$work"' EXIT
 VOLCORE_BENCH_ETCD=$(scripts/etcd.sh start "$work/etcd")
 export VOLCORE_BENCH_ETCD VOLPLUGIN_BIN=$PWD/target/release/volplugin
-cargo build --release --locked -q -p volcore-daemons --bin volplugin -p volcore-benches --bin pluginbench --bin pluginops
+cargo build --release --locked -q -p volplugin --bin volplugin -p volcore-benches --bin pluginbench --bin pluginops
 target/release/pluginbench
 RUST_LOG=error target/release/pluginops

@@ -224,7 +224,7 @@ impl Drivers {
 }
 
 /// A volume record with its live runtime options.
-#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct VolumeInfo {
     /// The record.
     #[serde(flatten)]
@@ -244,7 +244,7 @@ enum Settled {
 }
 
 /// A policy revision.
-#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
 pub struct PolicyRevision {
     /// The store revision of the upload.
     pub revision: Revision,

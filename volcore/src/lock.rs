@@ -149,7 +149,7 @@ impl HeldLock {
 }
 
 /// A lock as listed.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct LockInfo {
     /// The holder record.
     #[serde(flatten)]

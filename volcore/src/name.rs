@@ -193,6 +193,17 @@ name_type!(
     HostName, "host", MAX_HOST_LEN, &['.'], HOST_RULE
 );
 
+impl HostName {
+    /// This machine's host name as a host label (`/proc/sys/kernel/hostname`), or
+    /// `localhost` when it cannot be read or is not a valid label.
+    pub fn this_host() -> Self {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .and_then(|h| Self::new(h.trim()).ok())
+            .unwrap_or_else(|| Self("localhost".to_owned()))
+    }
+}
+
 /// A reference to one volume: `policy/volume`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VolumeRef {

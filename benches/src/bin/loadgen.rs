@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use volcore::kv::{KvStore, Precondition, PutOpts, TxnOp};
 use volcore::{Drivers, HostName};
-use volcore_daemons::master::{serve, MasterConfig, MasterDeps};
 use volcore_kv::{EtcdConfig, EtcdKv};
+use volmaster::{serve, MasterConfig, MasterDeps};
 
 struct Args {
     etcd: String,

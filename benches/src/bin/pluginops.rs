@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use volcore::kv::{KvStore, PutOpts};
 use volcore::testing::{CountingKv, KvCalls};
 use volcore::{Drivers, HostName, Policy, PolicyName};
-use volcore_daemons::plugin::{run, LeaseLossAction, PluginConfig, PluginDeps};
 use volcore_kv::{EtcdConfig, EtcdKv};
+use volplugin::{run, LeaseLossAction, PluginConfig, PluginDeps};
 
 async fn call(sock: &Path, endpoint: &str, body: &Value) -> Result<Value> {
     let mut s = tokio::net::UnixStream::connect(sock).await?;

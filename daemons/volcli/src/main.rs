@@ -1,0 +1,786 @@
+//! volcli — the operator CLI: volplugin's command tree over volmaster's REST API, plus
+//! offline `check` commands that validate files as an upload would.
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 conflict or locked.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use serde_json::{json, Value};
+use volcore::{
+    GlobalConfig, HostName, LockKind, Policy, PolicyName, RuntimeOptions, VolumeName, VolumeRef,
+};
+use volcore_api::types::{MaintenanceRequest, PolicyEvent};
+use volcore_api::{Client, ClientError, ErrorCode, RemoveOptions};
+
+#[derive(Parser)]
+#[command(name = "volcli", version, about = "volcore's operator CLI")]
+struct Cli {
+    /// volmaster's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "VOLCLI_MASTER",
+        default_value = "http://127.0.0.1:9005"
+    )]
+    master: String,
+    /// Stable machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Global configuration.
+    Global {
+        #[command(subcommand)]
+        cmd: GlobalCmd,
+    },
+    /// Policies and their revisions.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Volumes, their runtime options and snapshots.
+    Volume {
+        #[command(subcommand)]
+        cmd: VolumeCmd,
+    },
+    /// Use locks.
+    Use {
+        #[command(subcommand)]
+        cmd: UseCmd,
+    },
+    /// Runtime option files (offline).
+    Runtime {
+        #[command(subcommand)]
+        cmd: FileCmd,
+    },
+    /// Finds what crashes left (storage without a record, records without storage, stale
+    /// locks and mount records, orphan keys) and prints each with its fix; a dry run
+    /// unless --repair. Exit status: 0 nothing left, 4 leftovers remain, 1 error.
+    /// Host-side leftovers (mounts nobody recorded) are each plugin's: it repairs them at
+    /// start, and `GET /check` on its socket reports them.
+    Check {
+        /// Apply the safe fixes (each re-verified at the moment it is applied).
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum GlobalCmd {
+    /// Upload the global configuration (JSON on standard input).
+    Upload,
+    /// Show the global configuration.
+    Get,
+    /// Validate a global configuration file offline.
+    Check {
+        /// The file (`-` for standard input).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Upload a policy (JSON on standard input).
+    Upload { name: String },
+    /// Show a policy.
+    Get { name: String },
+    /// List policies.
+    List,
+    /// Delete a policy (volumes keep their own copy).
+    Delete {
+        name: String,
+        /// Delete even while volumes exist.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Policy revisions.
+    History {
+        #[command(subcommand)]
+        cmd: HistoryCmd,
+    },
+    /// Print `name<TAB>revision` for every upload from now on.
+    Watch,
+    /// Validate policy files offline as an upload would; print each expanded policy.
+    Check {
+        /// Policy name (default: each file's name without `.json`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Files to check (`-` for standard input, which needs --name).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum HistoryCmd {
+    /// List a policy's revisions.
+    List { name: String },
+    /// Show one revision.
+    Get { name: String, revision: u64 },
+}
+
+#[derive(Subcommand)]
+enum VolumeCmd {
+    /// Create a volume.
+    Create {
+        volume: String,
+        /// Option overriding the policy (repeatable): key=value.
+        #[arg(long = "opt", short = 'o')]
+        opts: Vec<String>,
+    },
+    /// Show a volume.
+    Get { volume: String },
+    /// List the volumes of one policy (short names), or all (policy/volume).
+    List { policy: Option<String> },
+    /// List every volume as policy/volume.
+    ListAll,
+    /// Remove a volume: its storage, then its record.
+    Remove {
+        volume: String,
+        /// Remove even while it is locked (mounted or in use).
+        #[arg(long, short)]
+        force: bool,
+        /// How long to wait for its locks (e.g. 30s).
+        #[arg(long, short)]
+        timeout: Option<String>,
+    },
+    /// Remove only the record; the storage is kept.
+    ForceRemove { volume: String },
+    /// Runtime options.
+    Runtime {
+        #[command(subcommand)]
+        cmd: RuntimeCmd,
+    },
+    /// Snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum RuntimeCmd {
+    /// Show a volume's runtime options.
+    Get { volume: String },
+    /// Replace a volume's runtime options (JSON on standard input).
+    Upload { volume: String },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Take a snapshot now.
+    Take { volume: String },
+    /// List a volume's snapshots.
+    List { volume: String },
+    /// Copy a snapshot into a new volume of the same policy.
+    Copy {
+        volume: String,
+        snapshot: String,
+        new_volume: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UseCmd {
+    /// List use locks.
+    List {
+        /// Only this kind: mount or op.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Show a volume's locks.
+    Get { volume: String },
+    /// Clear a volume's locks, whoever holds them.
+    ForceRemove { volume: String },
+    /// Run a command while holding the volume's maintenance locks.
+    Exec {
+        volume: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FileCmd {
+    /// Validate a file offline as an upload would; print the result.
+    Check {
+        /// The file (`-` for standard input).
+        file: PathBuf,
+    },
+}
+
+/// An error with the exit code it maps to.
+struct Fail {
+    code: u8,
+    /// Empty when the reasons were printed already.
+    msg: String,
+}
+
+impl Fail {
+    fn new(code: u8, msg: impl Into<String>) -> Self {
+        Self {
+            code,
+            msg: msg.into(),
+        }
+    }
+    fn usage(msg: impl Into<String>) -> Self {
+        Self::new(2, msg)
+    }
+}
+
+type Res<T> = Result<T, Fail>;
+
+/// Prints a result: as JSON with `--json`, else through the human formatter.
+type Printer<'a> = dyn Fn(&Value, &dyn Fn(&Value)) + 'a;
+
+fn read(path: &Path) -> Res<Vec<u8>> {
+    let mut buf = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .map_err(|e| Fail::new(1, format!("reading standard input: {e}")))?;
+        return Ok(buf);
+    }
+    std::fs::read(path).map_err(|e| Fail::new(1, format!("reading {}: {e}", path.display())))
+}
+
+fn stdin_json() -> Res<Vec<u8>> {
+    let buf = read(Path::new("-"))?;
+    serde_json::from_slice::<Value>(&buf)
+        .map_err(|e| Fail::new(1, format!("standard input is not JSON: {e}")))?;
+    Ok(buf)
+}
+
+fn parse_vref(s: &str) -> Res<VolumeRef> {
+    VolumeRef::parse(s).map_err(|e| Fail::usage(e.to_string()))
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+fn policy_name(s: &str) -> Res<PolicyName> {
+    PolicyName::new(s).map_err(|e| Fail::usage(e.to_string()))
+}
+
+/// A client error as volcli reports it: not found exits 3, a conflict or a lock 4.
+impl From<ClientError> for Fail {
+    fn from(e: ClientError) -> Self {
+        let code = match e.status() {
+            Some(404) => 3,
+            Some(409 | 423) => 4,
+            _ => 1,
+        };
+        let msg = match &e {
+            ClientError::Unreachable { .. } => {
+                format!("{e} (is it running? set --master or VOLCLI_MASTER)")
+            }
+            _ => e.to_string(),
+        };
+        Fail::new(code, msg)
+    }
+}
+
+/// A typed answer as JSON, for `--json` and the human formatters.
+fn value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+fn connect(master: &str) -> Res<Client> {
+    Client::new(master).map_err(|e| match e {
+        ClientError::BadUrl { .. } => Fail::usage(format!("--master {e}")),
+        e => Fail::from(e),
+    })
+}
+
+fn check_files(name: Option<String>, files: &[PathBuf]) -> Res<()> {
+    let mut failed = false;
+    for f in files {
+        let n = match (&name, f.file_stem()) {
+            (Some(n), _) => n.clone(),
+            (None, Some(stem)) if f != Path::new("-") => stem.to_string_lossy().into_owned(),
+            _ => {
+                return Err(Fail::new(
+                    1,
+                    "reading a policy from standard input needs --name",
+                ))
+            }
+        };
+        let res = PolicyName::new(n).map_err(|e| e.to_string()).and_then(|n| {
+            read(f)
+                .map_err(|e| e.msg)
+                .and_then(|b| Policy::from_json(&n, &b).map_err(|e| e.to_string()))
+        });
+        match res {
+            Ok(p) => println!("{}", serde_json::to_string_pretty(&p).unwrap_or_default()),
+            Err(e) => {
+                eprintln!("{}: {e}", f.display());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(Fail::new(1, "")) // each file's reason is printed above
+    } else {
+        Ok(())
+    }
+}
+
+fn print_locks(locks: &Value, json_out: bool) {
+    if json_out {
+        println!("{}", pretty(locks));
+        return;
+    }
+    let rows = locks.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "{:<32} {:<6} {:<20} {:<12} SINCE",
+        "VOLUME", "KIND", "HOST", "REASON"
+    );
+    for l in rows {
+        println!(
+            "{:<32} {:<6} {:<20} {:<12} {}",
+            l["volume"].as_str().unwrap_or("?"),
+            l["kind"].as_str().unwrap_or("?"),
+            l["host"].as_str().unwrap_or("?"),
+            l["reason"].as_str().unwrap_or("?"),
+            l["since"].as_str().unwrap_or("?"),
+        );
+    }
+}
+
+async fn run(cli: Cli) -> Res<u8> {
+    let j = cli.json;
+    let out = |v: &Value, human: &dyn Fn(&Value)| {
+        if j {
+            println!("{}", pretty(v));
+        } else {
+            human(v);
+        }
+    };
+    // Offline commands need no master.
+    match &cli.cmd {
+        Cmd::Policy {
+            cmd: PolicyCmd::Check { name, files },
+        } => return check_files(name.clone(), files).map(|()| 0),
+        Cmd::Global {
+            cmd: GlobalCmd::Check { file },
+        } => {
+            let g = GlobalConfig::from_json(&read(file)?)
+                .map_err(|e| Fail::new(1, format!("{}: {e}", file.display())))?;
+            println!("{}", serde_json::to_string_pretty(&g).unwrap_or_default());
+            return Ok(0);
+        }
+        Cmd::Runtime {
+            cmd: FileCmd::Check { file },
+        } => {
+            let r = RuntimeOptions::from_json(&read(file)?)
+                .map_err(|e| Fail::new(1, format!("{}: {e}", file.display())))?;
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            return Ok(0);
+        }
+        _ => {}
+    }
+    let c = connect(&cli.master)?;
+    match cli.cmd {
+        Cmd::Check { repair } => {
+            let report = c.check(repair).await?;
+            out(&value(&report), &|_| print!("{}", report.render()));
+            return Ok(if report.remaining() == 0 && report.unchecked.is_empty() {
+                0
+            } else {
+                4
+            });
+        }
+        Cmd::Global { cmd } => match cmd {
+            GlobalCmd::Upload => {
+                let v = value(&c.set_global(stdin_json()?).await?);
+                out(&v, &|_| println!("global configuration uploaded"));
+            }
+            GlobalCmd::Get => {
+                println!("{}", pretty(&value(&c.global().await?)));
+            }
+            GlobalCmd::Check { .. } => {}
+        },
+        Cmd::Policy { cmd } => match cmd {
+            PolicyCmd::Upload { name } => {
+                let p = policy_name(&name)?;
+                let v = value(&c.upload_policy(&p, stdin_json()?).await?);
+                out(&v, &|v| {
+                    println!("policy {name} uploaded as revision {}", v["revision"])
+                });
+            }
+            PolicyCmd::Get { name } => {
+                let p = policy_name(&name)?;
+                println!("{}", pretty(&value(&c.policy(&p).await?)));
+            }
+            PolicyCmd::List => {
+                let v = value(&c.policies().await?);
+                out(&v, &|v| {
+                    for p in v.as_array().into_iter().flatten() {
+                        println!("{}", p["name"].as_str().unwrap_or("?"));
+                    }
+                });
+            }
+            PolicyCmd::Delete { name, force } => {
+                c.delete_policy(&policy_name(&name)?, force).await?;
+                out(&json!({"deleted": name}), &|_| {
+                    println!("policy {name} deleted")
+                });
+            }
+            PolicyCmd::History { cmd } => match cmd {
+                HistoryCmd::List { name } => {
+                    let v = value(&c.policy_revisions(&policy_name(&name)?).await?);
+                    out(&v, &|v| {
+                        for r in v.as_array().into_iter().flatten() {
+                            println!("{r}");
+                        }
+                    });
+                }
+                HistoryCmd::Get { name, revision } => {
+                    let p = policy_name(&name)?;
+                    let v = value(&c.policy_revision(&p, revision).await?);
+                    out(&v, &|v| println!("{}", pretty(&v["policy"])));
+                }
+            },
+            PolicyCmd::Watch => {
+                use futures::StreamExt;
+                let stream = c.watch_policies(None).await?;
+                futures::pin_mut!(stream);
+                while let Some(ev) = stream.next().await {
+                    let ev = match ev {
+                        Ok(ev) => ev,
+                        Err(e @ ClientError::Decode { .. }) => {
+                            eprintln!("volcli: skipping a watch line: {e}");
+                            continue;
+                        }
+                        Err(e) => return Err(Fail::new(1, format!("watch stream broke: {e}"))),
+                    };
+                    if j {
+                        println!("{}", serde_json::to_string(&ev).unwrap_or_default());
+                    } else if let PolicyEvent::Uploaded { policy, revision } = &ev {
+                        println!("{policy}\t{revision}");
+                    }
+                    let _ = std::io::stdout().flush();
+                }
+                return Err(Fail::new(1, "volmaster closed the watch"));
+            }
+            PolicyCmd::Check { .. } => {}
+        },
+        Cmd::Volume { cmd } => return volume(&c, cmd, &out).await,
+        Cmd::Use { cmd } => return use_cmd(&c, cmd, j).await,
+        Cmd::Runtime { .. } => {}
+    }
+    Ok(0)
+}
+
+async fn volume(c: &Client, cmd: VolumeCmd, out: &Printer<'_>) -> Res<u8> {
+    match cmd {
+        VolumeCmd::Create { volume, opts } => {
+            let v = parse_vref(&volume)?;
+            let mut options = BTreeMap::new();
+            for o in opts {
+                let (k, val) = o
+                    .split_once('=')
+                    .ok_or_else(|| Fail::usage(format!("--opt {o:?} must be key=value")))?;
+                options.insert(k.to_owned(), val.to_owned());
+            }
+            let got = value(&c.create(&v, &options).await?);
+            out(&got, &|_| println!("volume {v} created"));
+        }
+        VolumeCmd::Get { volume } => {
+            let v = parse_vref(&volume)?;
+            println!("{}", pretty(&value(&c.volume(&v).await?)));
+        }
+        VolumeCmd::List { policy } => {
+            let p = policy.as_deref().map(policy_name).transpose()?;
+            let got = value(&c.volumes(p.as_ref()).await?);
+            out(&got, &|v| {
+                for vol in v.as_array().into_iter().flatten() {
+                    let (p, n) = (
+                        vol["policy"].as_str().unwrap_or("?"),
+                        vol["name"].as_str().unwrap_or("?"),
+                    );
+                    if policy.is_some() {
+                        println!("{n}");
+                    } else {
+                        println!("{p}/{n}");
+                    }
+                }
+            });
+        }
+        VolumeCmd::ListAll => {
+            let got = value(&c.volumes(None).await?);
+            out(&got, &|v| {
+                for vol in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{}/{}",
+                        vol["policy"].as_str().unwrap_or("?"),
+                        vol["name"].as_str().unwrap_or("?")
+                    );
+                }
+            });
+        }
+        VolumeCmd::Remove {
+            volume,
+            force,
+            timeout,
+        } => {
+            let v = parse_vref(&volume)?;
+            let timeout = timeout
+                .map(|t| volcore::size::parse_duration(&t))
+                .transpose()
+                .map_err(|e| Fail::usage(format!("--timeout: {e}")))?;
+            c.remove(&v, RemoveOptions { force, timeout }).await?;
+            out(&json!({"removed": v.to_string()}), &|_| {
+                println!("volume {v} removed")
+            });
+        }
+        VolumeCmd::ForceRemove { volume } => {
+            let v = parse_vref(&volume)?;
+            c.remove_record(&v).await?;
+            out(&json!({"removed_record": v.to_string()}), &|_| {
+                println!("record of volume {v} removed (storage kept)")
+            });
+        }
+        VolumeCmd::Runtime { cmd } => match cmd {
+            RuntimeCmd::Get { volume } => {
+                let v = parse_vref(&volume)?;
+                println!("{}", pretty(&value(&c.runtime(&v).await?)));
+            }
+            RuntimeCmd::Upload { volume } => {
+                let v = parse_vref(&volume)?;
+                let got = value(&c.set_runtime(&v, stdin_json()?).await?);
+                out(&got, &|_| println!("runtime options of {v} updated"));
+            }
+        },
+        VolumeCmd::Snapshot { cmd } => match cmd {
+            SnapshotCmd::Take { volume } => {
+                let v = parse_vref(&volume)?;
+                let got = value(&c.snapshot(&v).await?);
+                out(&got, &|g| {
+                    println!("{}", g["snapshot"].as_str().unwrap_or("?"))
+                });
+            }
+            SnapshotCmd::List { volume } => {
+                let v = parse_vref(&volume)?;
+                let got = value(&c.snapshots(&v).await?);
+                out(&got, &|g| {
+                    for s in g.as_array().into_iter().flatten() {
+                        println!("{}", s.as_str().unwrap_or("?"));
+                    }
+                });
+            }
+            SnapshotCmd::Copy {
+                volume,
+                snapshot,
+                new_volume,
+            } => {
+                let v = parse_vref(&volume)?;
+                if new_volume.contains('/') {
+                    return Err(Fail::usage(format!(
+                        "the new volume {new_volume:?} is a name within {}, without '/'",
+                        v.policy
+                    )));
+                }
+                let target =
+                    VolumeName::new(&new_volume).map_err(|e| Fail::usage(e.to_string()))?;
+                let got = value(&c.copy(&v, &snapshot, &target).await?);
+                out(&got, &|_| println!("{}/{new_volume}", v.policy));
+            }
+        },
+    }
+    Ok(0)
+}
+
+async fn use_cmd(c: &Client, cmd: UseCmd, j: bool) -> Res<u8> {
+    match cmd {
+        UseCmd::List { kind } => {
+            let kind = match kind.as_deref() {
+                None => None,
+                Some(k) => Some(
+                    LockKind::parse(k)
+                        .ok_or_else(|| Fail::usage(format!("--kind {k}: expected mount or op")))?,
+                ),
+            };
+            let got = value(&c.locks(kind).await?);
+            print_locks(&got, j);
+        }
+        UseCmd::Get { volume } => {
+            let v = parse_vref(&volume)?;
+            let got = value(&c.volume_locks(&v).await?);
+            if got.as_array().is_some_and(Vec::is_empty) {
+                return Err(Fail::new(3, format!("volume {v} is not locked")));
+            }
+            print_locks(&got, j);
+        }
+        UseCmd::ForceRemove { volume } => {
+            let v = parse_vref(&volume)?;
+            let got = value(&c.remove_locks(&v).await?);
+            if j {
+                println!("{}", pretty(&got));
+            } else {
+                let n = got["removed"].as_array().map_or(0, Vec::len);
+                println!("removed {n} lock(s) of {v}");
+            }
+        }
+        UseCmd::Exec { volume, command } => return exec(c, &volume, &command).await,
+    }
+    Ok(0)
+}
+
+/// The maintenance session's TTL: the locks outlive a dead volcli by at most this.
+const SESSION_TTL: Duration = Duration::from_secs(10);
+/// How often the session is renewed.
+const RENEW_EVERY: Duration = Duration::from_secs(3);
+/// The command is stopped this long before the session could expire unrenewed.
+const SESSION_MARGIN: Duration = Duration::from_secs(2);
+
+/// Kills a whole process group (the command and everything it started).
+fn kill_group(pgid: u32, sig: nix::sys::signal::Signal) {
+    if let Ok(p) = i32::try_from(pgid) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p), sig);
+    }
+}
+
+/// Holds the volume's maintenance locks (a renewed session) while `command` runs; its
+/// output and exit status pass through. The command runs in its own process group; every
+/// request has a timeout; if the session cannot be renewed before it would expire (the
+/// locks would go), or volcli is interrupted, the whole group is killed and volcli exits
+/// non-zero saying why — the command never outlives its locks.
+async fn exec(c: &Client, volume: &str, command: &[String]) -> Res<u8> {
+    let v = parse_vref(volume)?;
+    let wait = Duration::from_secs(600);
+    let req = MaintenanceRequest {
+        volume: v.to_string(),
+        host: HostName::this_host().to_string(),
+        ttl: Some(volcore::size::format_duration(SESSION_TTL)),
+        wait: Some(volcore::size::format_duration(wait)),
+    };
+    let got = c
+        .begin_maintenance(&req, wait + Duration::from_secs(30))
+        .await?;
+    let started = tokio::time::Instant::now();
+    let session = got.session;
+    // Ending the session is a courtesy (its locks expire with it anyway): a master that
+    // does not answer gets a second, not more.
+    let end = |why: Option<String>| async {
+        let patience = if why.is_some() { 1 } else { 5 };
+        if let Err(e) = c
+            .end_maintenance(&session, Duration::from_secs(patience))
+            .await
+        {
+            eprintln!(
+                "volcli: could not end the maintenance session ({e}); its locks expire within {}s",
+                SESSION_TTL.as_secs()
+            );
+        }
+        why
+    };
+    let mut child = match tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(ch) => ch,
+        Err(e) => {
+            end(None).await;
+            return Err(Fail::new(1, format!("cannot run {:?}: {e}", command[0])));
+        }
+    };
+    let pgid = child.id().unwrap_or(0);
+    // The session is good until `expires` (counted from when the last renewal that
+    // succeeded was sent); the command must stop before that.
+    let mut expires = started + SESSION_TTL;
+    let mut next = started + RENEW_EVERY;
+    let mut interrupt = Box::pin(interrupted());
+    let stop = loop {
+        let deadline = expires - SESSION_MARGIN;
+        tokio::select! {
+            status = child.wait() => {
+                // The command is done; whatever it left in its group goes with it.
+                kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                end(None).await;
+                return match status {
+                    Ok(s) => Ok(s.code().map_or(1, |c| u8::try_from(c).unwrap_or(1))),
+                    Err(e) => Err(Fail::new(1, format!("waiting for the command: {e}"))),
+                };
+            }
+            () = &mut interrupt => {
+                break format!("interrupted; the command ({:?}) was stopped", command[0]);
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                break format!(
+                    "the maintenance session of {v} could not be renewed before it would expire (the store or volmaster is unreachable); the command ({:?}) and everything it started were killed so that it never runs without the volume's locks",
+                    command[0]
+                );
+            }
+            () = tokio::time::sleep_until(next) => {
+                let sent = tokio::time::Instant::now();
+                // Never wait past the point where the command must be stopped.
+                let limit = deadline.saturating_duration_since(sent).min(RENEW_EVERY);
+                match c.renew_maintenance(&session, limit).await {
+                    Ok(_) => {
+                        expires = sent + SESSION_TTL;
+                        next = sent + RENEW_EVERY;
+                    }
+                    Err(e) if e.code() == Some(ErrorCode::SessionGone) => {
+                        break format!("the maintenance locks of {v} are gone ({e}); the command ({:?}) and everything it started were killed", command[0]);
+                    }
+                    Err(e) => {
+                        eprintln!("volcli: renewing the maintenance session failed ({e}); retrying");
+                        next = tokio::time::Instant::now() + Duration::from_millis(500);
+                    }
+                }
+            }
+        }
+    };
+    kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    let _ = child.wait().await;
+    let why = end(Some(stop)).await.unwrap_or_default();
+    Err(Fail::new(1, format!("volcli: {why}")))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            if !f.msg.is_empty() {
+                eprintln!("{}", f.msg);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! volmaster: the REST API (`/v1/...`) over the volume engine.
+//!
+//! Stateless: any number of masters can serve one store. Each holds one lease (for the
+//! locks of the operations it runs) and watches the global configuration.
+
+mod error;
+mod openapi;
+mod routes;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use anyhow::{Context, Result};
+use tokio::time::Instant;
+use tracing::info;
+use volcore::{Drivers, HostName, Keys, KvStore, LeaseKeeper, Volumes};
+use volcore_api::ErrorCode;
+
+pub use error::ApiError;
+use error::ApiResult;
+pub use openapi::{openapi, ApiOp, API};
+pub use routes::test_router;
+
+/// volmaster's configuration.
+#[derive(Clone, Debug)]
+pub struct MasterConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The store, as given (`etcd://…`, `embedded:…`, `memory:`), for `/v1/info`.
+    pub kv_spec: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// This host's label (recorded in the locks of operations it runs).
+    pub host: HostName,
+    /// Serve the `null` backend.
+    pub allow_null_backend: bool,
+}
+
+/// What volmaster runs on.
+pub struct MasterDeps {
+    /// The store.
+    pub kv: Arc<dyn KvStore>,
+    /// Storage drivers (the null driver is added when allowed).
+    pub drivers: Drivers,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// Set once the store answered (see [`serve`]).
+    pub(crate) engine: Arc<OnceLock<Volumes>>,
+    /// What volmaster waits for until then.
+    pub(crate) waiting: Arc<Mutex<String>>,
+    pub(crate) kv: Arc<dyn KvStore>,
+    pub(crate) keys: Keys,
+    pub(crate) started: Instant,
+    pub(crate) cfg: Arc<MasterConfig>,
+}
+
+impl AppState {
+    /// The engine, or a 503 that says what volmaster still waits for.
+    pub(crate) fn engine(&self) -> ApiResult<&Volumes> {
+        self.engine.get().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Starting,
+                format!(
+                    "volmaster is starting: {}",
+                    self.waiting.lock().map(|w| w.clone()).unwrap_or_default()
+                ),
+            )
+        })
+    }
+}
+
+/// Runs volmaster until `shutdown` resolves. Prints `volmaster listening on ADDR` once
+/// bound (tests pass port 0 and read it).
+pub async fn run(
+    cfg: MasterConfig,
+    deps: MasterDeps,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    serve(cfg, deps, listener, shutdown).await
+}
+
+/// Like [`run`], on a listener the caller bound. It serves at once: while its store is
+/// unreachable, `/readyz` answers 503 and every API call a 503 that says what volmaster
+/// waits for; it retries the store with backoff and serves the API once it answers. A
+/// store outage later never stops it.
+pub async fn serve(
+    cfg: MasterConfig,
+    deps: MasterDeps,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let keys = Keys::new(&cfg.prefix).context("--prefix")?;
+    let kv = deps.kv;
+    let mut drivers = deps.drivers;
+    if cfg.allow_null_backend {
+        drivers = drivers.with_null();
+    }
+    let addr = listener.local_addr()?;
+    println!("volmaster listening on {addr}");
+    info!(%addr, store = %cfg.kv_spec, prefix = %cfg.prefix, "volmaster started");
+    let state = AppState {
+        engine: Arc::new(OnceLock::new()),
+        waiting: Arc::new(Mutex::new("connecting to its store".to_owned())),
+        kv: kv.clone(),
+        keys: keys.clone(),
+        started: Instant::now(),
+        cfg: Arc::new(cfg),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, routes::router(state.clone()))
+        .with_graceful_shutdown(async {
+            let _ = stop_rx.await;
+        })
+        .into_future();
+    let main = async {
+        let mut shutdown = Box::pin(shutdown);
+        let keeper = tokio::select! {
+            k = connect(&state, &kv, &keys, drivers) => Some(k),
+            () = &mut shutdown => None,
+        };
+        if matches!(keeper, Some(Ok(_))) {
+            info!("volmaster ready");
+            shutdown.await;
+        }
+        let _ = stop_tx.send(());
+        keeper.transpose()
+    };
+    let (served, keeper) = tokio::join!(server, main);
+    if let Some(k) = keeper? {
+        k.shutdown().await;
+    }
+    info!("volmaster stopped");
+    served.context("serving the REST API")
+}
+
+/// Reads the global configuration, takes a lease and builds the engine, retrying with
+/// backoff while the store is unreachable.
+async fn connect(
+    state: &AppState,
+    kv: &Arc<dyn KvStore>,
+    keys: &Keys,
+    drivers: Drivers,
+) -> Result<LeaseKeeper> {
+    drivers.recover().await;
+    let attempt = || async {
+        let global = volcore_daemon::watch_global(kv.clone(), keys.clone()).await?;
+        let ttl = global.borrow().ttl;
+        let keeper = LeaseKeeper::start(kv.clone(), ttl)
+            .await
+            .context("granting volmaster's lease")?;
+        anyhow::Ok((global, keeper))
+    };
+    let (global, keeper) = volcore_daemon::retry_until_ready(
+        &format!("volmaster (store {})", state.cfg.kv_spec),
+        &state.waiting,
+        attempt,
+        |_| false,
+    )
+    .await?;
+    let engine = Volumes::new(
+        kv.clone(),
+        keys.clone(),
+        drivers,
+        state.cfg.host.clone(),
+        keeper.subscribe(),
+        global,
+    );
+    let _ = state.engine.set(engine);
+    Ok(keeper)
+}

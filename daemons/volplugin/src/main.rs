@@ -1,0 +1,93 @@
+//! volplugin — Docker VolumeDriver plugin for volcore.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use volcore::PolicyName;
+use volcore_daemon::{DriverArgs, StoreArgs};
+use volplugin::{LeaseLossAction, PluginConfig, PluginDeps};
+
+#[derive(Parser)]
+#[command(
+    name = "volplugin",
+    version,
+    about = "Docker VolumeDriver plugin: policy/volume names, lease-backed mount locks"
+)]
+struct Args {
+    /// Plugin name: the socket is `<socket-dir>/<name>.sock`; `docker volume create -d <name>`.
+    #[arg(long, env = "VOLPLUGIN_NAME", default_value = "volplugin")]
+    plugin_name: String,
+    /// Where Docker looks for plugin sockets.
+    #[arg(
+        long,
+        env = "VOLPLUGIN_SOCKET_DIR",
+        default_value = "/run/docker/plugins"
+    )]
+    socket_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Host label recorded in locks and mount records (default: the host name).
+    #[arg(long, env = "VOLCORE_HOST_LABEL")]
+    host_label: Option<String>,
+    /// Policy for volume names given without `policy/`.
+    #[arg(long, env = "VOLPLUGIN_DEFAULT_POLICY")]
+    default_policy: Option<String>,
+    /// What to do with a mounted volume another host took while this host's lease was
+    /// lost: unmount, or keep (mounted for its current users, no new ones; alarm).
+    #[arg(long, env = "VOLPLUGIN_ON_LEASE_LOSS", default_value = "unmount")]
+    on_lease_loss: LeaseLossAction,
+    /// This host's state directory: its persistent identity (`host-id`), held by one
+    /// process at a time (default: /var/lib/volcore/plugin-NAME, NAME the plugin name).
+    #[arg(long, env = "VOLPLUGIN_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// cgroup v1 parent, under the blkio mount, of the containers whose I/O rate limits
+    /// apply to (Docker's cgroupfs driver: docker).
+    #[arg(long, env = "VOLPLUGIN_CGROUP_PARENT", default_value = "docker")]
+    cgroup_parent: PathBuf,
+    /// cgroup v2 parent directory whose io.max takes rate limits (used when the host has
+    /// no v1 blkio hierarchy).
+    #[arg(long, env = "VOLPLUGIN_CGROUP_V2")]
+    cgroup_v2: Option<PathBuf>,
+    /// Mount root on this host, instead of the global configuration's MountPath.
+    #[arg(long, env = "VOLPLUGIN_MOUNT_PATH")]
+    mount_path: Option<PathBuf>,
+    #[command(flatten)]
+    drivers: DriverArgs,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    volcore_daemon::init_tracing();
+    let a = Args::parse();
+    let host = volcore_daemon::host_label(a.host_label)?;
+    let default_policy = a
+        .default_policy
+        .map(PolicyName::new)
+        .transpose()
+        .context("--default-policy")?;
+    let kv = a.store.open().await?;
+    let d = &a.drivers;
+    let drivers = volcore_daemon::drivers(&d.local_state, Some(&d.ceph), d.allow_null_backend)?;
+    let state_dir = a
+        .state_dir
+        .unwrap_or_else(|| PathBuf::from(format!("/var/lib/volcore/plugin-{}", a.plugin_name)));
+    let cfg = PluginConfig {
+        socket_dir: a.socket_dir,
+        state_dir,
+        cgroup_parent: a.cgroup_parent,
+        plugin_name: a.plugin_name,
+        host,
+        prefix: a.store.prefix,
+        default_policy,
+        on_lease_loss: a.on_lease_loss,
+        cgroup_v2: a.cgroup_v2,
+        mount_path: a.mount_path,
+    };
+    volplugin::run(
+        cfg,
+        PluginDeps { kv, drivers },
+        volcore_daemon::shutdown_signal(),
+    )
+    .await
+}
