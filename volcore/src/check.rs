@@ -26,6 +26,7 @@ use crate::volume::Volume;
 /// What kind of leftover a finding is.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FindingKind {
     /// Storage (an image, an image file, a partial copy) that no volume record names: a
     /// create or copy that died before it published.
@@ -74,6 +75,7 @@ impl std::fmt::Display for FindingKind {
 /// What a repair did with one finding.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Outcome {
     /// Fixed.
     Repaired,
@@ -116,6 +118,7 @@ pub(crate) enum Fix {
 
 /// One mismatch between what the store says and what exists.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Finding {
     /// Its kind.
     pub kind: FindingKind,
@@ -184,6 +187,7 @@ impl Finding {
 
 /// The result of a check (and of its repair).
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckReport {
     /// Every mismatch, by kind then volume.
     pub findings: Vec<Finding>,

@@ -225,6 +225,7 @@ impl Drivers {
 
 /// A volume record with its live runtime options.
 #[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VolumeInfo {
     /// The record.
     #[serde(flatten)]
@@ -245,6 +246,7 @@ enum Settled {
 
 /// A policy revision.
 #[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PolicyRevision {
     /// The store revision of the upload.
     pub revision: Revision,

@@ -12,6 +12,7 @@ use crate::name::{HostName, PolicyName, VolumeRef};
     Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LockKind {
     /// Held while a volume is mounted on a host (and during create/remove/copy/maintenance).
     Mount,

@@ -31,6 +31,8 @@ pub mod loopdev;
 pub mod mountinfo;
 pub mod mounts;
 pub mod name;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod policy;
 mod serde_time;
 pub mod size;

@@ -40,6 +40,7 @@ use crate::name::{HostName, VolumeRef};
 /// Why a lock is held.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LockReason {
     /// Creating the volume.
     Create,
@@ -67,6 +68,7 @@ impl std::fmt::Display for LockReason {
 
 /// Who holds a lock: the value stored at the lock key.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockHolder {
     /// The volume.
     pub volume: VolumeRef,
@@ -78,6 +80,7 @@ pub struct LockHolder {
     pub reason: LockReason,
     /// Since when (RFC 3339).
     #[serde(with = "crate::serde_time")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub since: SystemTime,
     /// The lease the lock was taken with.
     pub lease: String,
@@ -150,6 +153,7 @@ impl HeldLock {
 
 /// A lock as listed.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockInfo {
     /// The holder record.
     #[serde(flatten)]

@@ -402,6 +402,7 @@ pub const DEFAULT_MKFS: &str = "mkfs.ext4 -m0 %";
 /// Create-time size and filesystem.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSpec {
     /// The volume size (zero for mount-only backends).
     pub size: Size,
@@ -526,6 +527,7 @@ impl<'de> Deserialize<'de> for Frequency {
 /// Snapshot schedule.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotConfig {
     /// How often to take a snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -538,6 +540,7 @@ pub struct SnapshotConfig {
 /// I/O limits applied to a mounted volume's block device; 0 means no limit.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RateLimit {
     /// Read bytes per second.
     #[serde(default)]
@@ -556,6 +559,7 @@ pub struct RateLimit {
 /// Runtime options: the part of a policy that can change on a live volume.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RuntimeOptions {
     /// Whether scheduled snapshots are taken.
     #[serde(default)]
@@ -599,6 +603,7 @@ impl RuntimeOptions {
 
 /// A validated policy.
 #[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Policy {
     /// The policy's name.
     pub name: PolicyName,
@@ -610,6 +615,7 @@ pub struct Policy {
     pub unlocked: bool,
     /// True: `docker volume rm` destroys the storage (default: it only forgets the volume
     /// on that host, so `docker volume prune` cannot destroy a cluster's data).
+    #[cfg_attr(feature = "openapi", schema(rename = "destroy-on-remove"))]
     pub destroy_on_remove: bool,
     /// Size and filesystem.
     pub create: CreateSpec,

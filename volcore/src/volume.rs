@@ -29,6 +29,7 @@ pub const OPTION_KEYS: &[&str] = &[
 
 /// A volume record as stored at `volumes/<policy>/<volume>`.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Volume {
     /// The policy it was created from.
     pub policy: PolicyName,
@@ -54,6 +55,7 @@ pub struct Volume {
     pub mount: Option<String>,
     /// When the record was made (RFC 3339).
     #[serde(with = "crate::serde_time")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: SystemTime,
     /// The store revision of the policy it was made from, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]

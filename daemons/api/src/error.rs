@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Every error volmaster answers with: `{"error":{"code":"…","message":"…"}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
@@ -11,6 +12,7 @@ pub struct ErrorBody {
 
 /// An error's code and message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// What it means (stable, for programs).
     pub code: ErrorCode,
@@ -22,6 +24,7 @@ macro_rules! codes {
     ($($(#[$doc:meta])* $v:ident = $s:literal, $status:literal;)*) => {
         /// What an error means. Each code has one HTTP status ([`ErrorCode::status`]).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         pub enum ErrorCode {
             $($(#[$doc])* $v,)*

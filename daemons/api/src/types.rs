@@ -8,6 +8,7 @@ use volcore::{LockHolder, Revision, SnapshotName};
 
 /// `POST /v1/volumes`: create a volume.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// `policy/volume`.
@@ -19,6 +20,7 @@ pub struct CreateRequest {
 
 /// `POST /v1/volumes/{policy}/{volume}/copy`: copy a snapshot into a new volume.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CopyRequest {
     /// The snapshot to copy.
@@ -29,6 +31,7 @@ pub struct CopyRequest {
 
 /// `POST /v1/maintenance`: hold a volume's locks while the session is renewed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceRequest {
     /// `policy/volume`.
@@ -45,6 +48,7 @@ pub struct MaintenanceRequest {
 
 /// A lock a maintenance session holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionLock {
     /// The lock key.
     pub key: String,
@@ -56,6 +60,7 @@ pub struct SessionLock {
 
 /// A maintenance session that started.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MaintenanceStarted {
     /// The session id: renew it with `PUT`, end it with `DELETE /v1/maintenance/{session}`.
     pub session: String,
@@ -67,6 +72,7 @@ pub struct MaintenanceStarted {
 
 /// A renewed maintenance session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Renewed {
     /// The TTL it was renewed for, in milliseconds.
     pub ttl_ms: u64,
@@ -74,6 +80,7 @@ pub struct Renewed {
 
 /// A snapshot that was taken.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotTaken {
     /// Its name.
     pub snapshot: SnapshotName,
@@ -81,6 +88,7 @@ pub struct SnapshotTaken {
 
 /// Locks that were removed by force.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LocksRemoved {
     /// The holders that were removed.
     pub removed: Vec<LockHolder>,
@@ -88,6 +96,7 @@ pub struct LocksRemoved {
 
 /// `GET /healthz`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok`.
     pub status: String,
@@ -95,6 +104,7 @@ pub struct Health {
 
 /// `GET /readyz` when ready.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Ready {
     /// `ready`.
     pub status: String,
@@ -104,6 +114,7 @@ pub struct Ready {
 
 /// `GET /v1/info`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Info {
     /// The crate version.
     pub version: String,
@@ -125,6 +136,7 @@ pub struct Info {
 
 /// The store a daemon uses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoreInfo {
     /// `etcd`, `embedded` or `memory`.
     pub backend: String,
@@ -136,6 +148,7 @@ pub struct StoreInfo {
 
 /// One line of `GET /v1/watch/policies` (NDJSON).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum PolicyEvent {
     /// A policy was uploaded.

@@ -19,7 +19,7 @@ use volcore_api::ErrorCode;
 
 pub use error::ApiError;
 use error::ApiResult;
-pub use openapi::{openapi, ApiOp, API};
+pub use openapi::openapi;
 pub use routes::test_router;
 
 /// volmaster's configuration.

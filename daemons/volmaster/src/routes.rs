@@ -11,10 +11,12 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use futures::StreamExt;
 use tokio::time::Instant;
+use utoipa::{IntoParams, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use volcore::{
     CheckReport, EngineError, GlobalConfig, HostName, Keys, KvStore, LeaseId, LockInfo, LockKind,
     Policy, PolicyName, PolicyRevision, RuntimeOptions, SnapshotName, Volume, VolumeInfo,
@@ -27,6 +29,10 @@ use volcore_api::types::{
 use volcore_api::{paths, ErrorCode};
 
 use crate::error::{method_not_allowed, not_found, ApiError, ApiResult};
+use crate::openapi::{
+    E400_404_409_423_502_503_504, E400_404_409_503, E400_404_423_502_503_504, E400_404_423_503,
+    E400_404_502_503_504, E400_404_503, E400_503, E503,
+};
 use crate::{AppState, MasterConfig};
 
 /// The router, for in-process tests.
@@ -47,41 +53,129 @@ pub fn test_router(kv: Arc<dyn KvStore>, engine: Volumes, keys: Keys) -> Router 
     })
 }
 
+/// Every documented route. Each handler's `#[utoipa::path]` names its path (a constant
+/// of `volcore_api::paths`), so the route and its documentation are written once.
+pub(crate) fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(readyz))
+        .routes(routes!(info_handler))
+        .routes(routes!(crate::openapi::openapi_handler))
+        .routes(routes!(global_get, global_put))
+        .routes(routes!(policies_list))
+        .routes(routes!(policy_get, policy_put, policy_delete))
+        .routes(routes!(revisions_list))
+        .routes(routes!(revision_get))
+        .routes(routes!(policies_watch))
+        .routes(routes!(volumes_list, volume_create))
+        .routes(routes!(volume_get, volume_remove))
+        .routes(routes!(volume_remove_record))
+        .routes(routes!(runtime_get, runtime_put))
+        .routes(routes!(snapshots_list, snapshot_take))
+        .routes(routes!(volume_copy))
+        .routes(routes!(locks_list))
+        .routes(routes!(locks_get, locks_remove))
+        .routes(routes!(check_dry, check_repair))
+        .routes(routes!(maintenance_begin))
+        .routes(routes!(maintenance_renew, maintenance_end))
+}
+
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
-        .route(paths::HEALTHZ, get(health))
-        .route(paths::READYZ, get(readyz))
-        .route(paths::INFO, get(info_handler))
-        .route(paths::OPENAPI, get(|| async { Json(crate::openapi()) }))
-        .route(paths::GLOBAL, get(global_get).put(global_put))
-        .route(paths::POLICIES, get(policies_list))
-        .route(
-            paths::POLICY,
-            get(policy_get).put(policy_put).delete(policy_delete),
-        )
-        .route(paths::POLICY_REVISIONS, get(revisions_list))
-        .route(paths::POLICY_REVISION, get(revision_get))
-        .route(paths::WATCH_POLICIES, get(policies_watch))
-        .route(paths::VOLUMES, get(volumes_list).post(volume_create))
-        .route(paths::VOLUME, get(volume_get).delete(volume_remove))
-        .route(paths::VOLUME_RECORD, delete(volume_remove_record))
-        .route(paths::VOLUME_RUNTIME, get(runtime_get).put(runtime_put))
-        .route(
-            paths::VOLUME_SNAPSHOTS,
-            get(snapshots_list).post(snapshot_take),
-        )
-        .route(paths::VOLUME_COPY, post(volume_copy))
-        .route(paths::LOCKS, get(locks_list))
-        .route(paths::VOLUME_LOCKS, get(locks_get).delete(locks_remove))
-        .route(paths::CHECK, get(check_dry).post(check_repair))
-        .route(paths::MAINTENANCE, post(maintenance_begin))
-        .route(
-            paths::MAINTENANCE_SESSION,
-            put(maintenance_renew).delete(maintenance_end),
-        )
+    let (routes, _) = api_router().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+// ----- parameters (documentation of what the handlers parse) ----------------------------
+
+/// `{policy}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct PolicyPath {
+    /// The policy's name.
+    policy: String,
+}
+
+/// `{policy}/revisions/{revision}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct RevisionPath {
+    /// The policy's name.
+    policy: String,
+    /// A store revision of one of its uploads.
+    revision: u64,
+}
+
+/// `{policy}/{volume}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct VolumePath {
+    /// The volume's policy.
+    policy: String,
+    /// The volume's name within it.
+    volume: String,
+}
+
+/// `{session}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct SessionPath {
+    /// The maintenance session's id.
+    session: String,
+}
+
+/// `?force=`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct ForceQuery {
+    /// Delete even while volumes exist.
+    force: Option<bool>,
+}
+
+/// `?after=`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct WatchQuery {
+    /// Replay the uploads after this store revision.
+    after: Option<u64>,
+}
+
+/// `?policy=`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct VolumesQuery {
+    /// Only this policy's volumes.
+    policy: Option<String>,
+}
+
+/// `?force=&timeout=`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct RemoveQuery {
+    /// Remove even while the volume is locked.
+    force: Option<bool>,
+    /// How long to wait for its locks, from 0s to 1h, e.g. `30s` (default: the global
+    /// Timeout).
+    timeout: Option<String>,
+}
+
+/// `?kind=`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct LocksQuery {
+    /// Only this kind of lock.
+    kind: Option<LockKind>,
 }
 
 // ----- input helpers --------------------------------------------------------------------
@@ -154,6 +248,13 @@ fn ndjson_line<T: serde::Serialize>(v: &T) -> Bytes {
 
 // ----- health and info ------------------------------------------------------------------
 
+/// Readiness: the store answers.
+#[utoipa::path(
+    get,
+    path = paths::READYZ,
+    tag = "health",
+    responses((status = 200, description = "Ready", body = Ready), E503)
+)]
 async fn readyz(State(s): State<AppState>) -> Response {
     if let Err(e) = s.engine() {
         // Not a failed request: the answer is the state (no warning logged).
@@ -174,12 +275,26 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+/// Liveness: the process serves.
+#[utoipa::path(
+    get,
+    path = paths::HEALTHZ,
+    tag = "health",
+    responses((status = 200, description = "Alive", body = Health))
+)]
 async fn health() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
     })
 }
 
+/// Version, git commit, host, kernel, arch, open fds, uptime, store.
+#[utoipa::path(
+    get,
+    path = paths::INFO,
+    tag = "health",
+    responses((status = 200, description = "This volmaster", body = Info))
+)]
 async fn info_handler(State(s): State<AppState>) -> Json<Info> {
     let fds = std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count() as u64)
@@ -205,24 +320,63 @@ async fn info_handler(State(s): State<AppState>) -> Json<Info> {
 
 // ----- global ---------------------------------------------------------------------------
 
+/// The global configuration.
+#[utoipa::path(
+    get,
+    path = paths::GLOBAL,
+    tag = "global",
+    responses((status = 200, description = "In force", body = GlobalConfig), E503)
+)]
 async fn global_get(State(s): State<AppState>) -> ApiResult<Json<GlobalConfig>> {
     Ok(Json(s.engine()?.global().await?))
 }
 
+/// Replace the global configuration.
+#[utoipa::path(
+    put,
+    path = paths::GLOBAL,
+    tag = "global",
+    request_body(content = GlobalConfig, description = "volplugin's global JSON: TTL 1 to 3600 seconds, Timeout 1 to 60 minutes, MountPath absolute"),
+    responses((status = 200, description = "Stored", body = GlobalConfig), E400_503)
+)]
 async fn global_put(State(s): State<AppState>, b: Bytes) -> ApiResult<Json<GlobalConfig>> {
     Ok(Json(s.engine()?.set_global(&b).await?))
 }
 
 // ----- policies -------------------------------------------------------------------------
 
+/// Every policy.
+#[utoipa::path(
+    get,
+    path = paths::POLICIES,
+    tag = "policies",
+    responses((status = 200, description = "Policies", body = Vec<Policy>), E503)
+)]
 async fn policies_list(State(s): State<AppState>) -> ApiResult<Json<Vec<Policy>>> {
     Ok(Json(s.engine()?.policies().await?))
 }
 
+/// One policy.
+#[utoipa::path(
+    get,
+    path = paths::POLICY,
+    tag = "policies",
+    params(PolicyPath),
+    responses((status = 200, description = "The policy", body = Policy), E400_404_503)
+)]
 async fn policy_get(State(s): State<AppState>, Path(p): Path<String>) -> ApiResult<Json<Policy>> {
     Ok(Json(s.engine()?.policy(&policy_name(&p)?).await?))
 }
 
+/// Upload a policy; records a new revision.
+#[utoipa::path(
+    put,
+    path = paths::POLICY,
+    tag = "policies",
+    params(PolicyPath),
+    request_body(content = Policy, description = "volplugin's policy JSON (`backend` may stand for all three backends; omitted fields take their defaults)"),
+    responses((status = 200, description = "Stored as a new revision", body = PolicyRevision), E400_503)
+)]
 async fn policy_put(
     State(s): State<AppState>,
     Path(p): Path<String>,
@@ -232,6 +386,14 @@ async fn policy_put(
     Ok(Json(r))
 }
 
+/// Delete a policy (volumes keep their copy).
+#[utoipa::path(
+    delete,
+    path = paths::POLICY,
+    tag = "policies",
+    params(PolicyPath, ForceQuery),
+    responses((status = 204, description = "Deleted"), E400_404_409_503)
+)]
 async fn policy_delete(
     State(s): State<AppState>,
     Path(p): Path<String>,
@@ -244,6 +406,14 @@ async fn policy_delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A policy's revisions, oldest first.
+#[utoipa::path(
+    get,
+    path = paths::POLICY_REVISIONS,
+    tag = "policies",
+    params(PolicyPath),
+    responses((status = 200, description = "Store revisions", body = Vec<u64>), E400_404_503)
+)]
 async fn revisions_list(
     State(s): State<AppState>,
     Path(p): Path<String>,
@@ -251,6 +421,14 @@ async fn revisions_list(
     Ok(Json(s.engine()?.policy_revisions(&policy_name(&p)?).await?))
 }
 
+/// One revision of a policy.
+#[utoipa::path(
+    get,
+    path = paths::POLICY_REVISION,
+    tag = "policies",
+    params(RevisionPath),
+    responses((status = 200, description = "The revision", body = PolicyRevision), E400_404_503)
+)]
 async fn revision_get(
     State(s): State<AppState>,
     Path((p, r)): Path<(String, String)>,
@@ -262,7 +440,14 @@ async fn revision_get(
     Ok(Json(got))
 }
 
-/// NDJSON stream of `{"policy":…,"revision":…}`, one line per upload.
+/// Policy uploads as they happen: one NDJSON line per upload.
+#[utoipa::path(
+    get,
+    path = paths::WATCH_POLICIES,
+    tag = "policies",
+    params(WatchQuery),
+    responses((status = 200, description = "An endless NDJSON stream", body = PolicyEvent, content_type = "application/x-ndjson"), E400_503)
+)]
 async fn policies_watch(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Response> {
     let q = query(q)?;
     let after = match q.get("after") {
@@ -303,6 +488,14 @@ async fn policies_watch(State(s): State<AppState>, RawQuery(q): RawQuery) -> Api
 
 // ----- volumes --------------------------------------------------------------------------
 
+/// Create a volume.
+#[utoipa::path(
+    post,
+    path = paths::VOLUMES,
+    tag = "volumes",
+    request_body = CreateRequest,
+    responses((status = 201, description = "Created", body = VolumeInfo), E400_404_409_423_502_503_504)
+)]
 async fn volume_create(
     State(s): State<AppState>,
     b: Bytes,
@@ -313,6 +506,14 @@ async fn volume_create(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
+/// Volumes, all or of one policy.
+#[utoipa::path(
+    get,
+    path = paths::VOLUMES,
+    tag = "volumes",
+    params(VolumesQuery),
+    responses((status = 200, description = "Volume records", body = Vec<Volume>), E400_503)
+)]
 async fn volumes_list(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
@@ -326,6 +527,14 @@ async fn volumes_list(
     Ok(Json(s.engine()?.list(p.as_ref()).await?))
 }
 
+/// One volume with its runtime options.
+#[utoipa::path(
+    get,
+    path = paths::VOLUME,
+    tag = "volumes",
+    params(VolumePath),
+    responses((status = 200, description = "The volume", body = VolumeInfo), E400_404_503)
+)]
 async fn volume_get(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -333,6 +542,14 @@ async fn volume_get(
     Ok(Json(s.engine()?.get(&vref(&p, &v)?).await?))
 }
 
+/// Remove a volume: its storage, then its record.
+#[utoipa::path(
+    delete,
+    path = paths::VOLUME,
+    tag = "volumes",
+    params(VolumePath, RemoveQuery),
+    responses((status = 204, description = "Removed"), E400_404_409_423_502_503_504)
+)]
 async fn volume_remove(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -345,6 +562,14 @@ async fn volume_remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Remove only the record (the storage is kept).
+#[utoipa::path(
+    delete,
+    path = paths::VOLUME_RECORD,
+    tag = "volumes",
+    params(VolumePath),
+    responses((status = 204, description = "Record removed"), E400_404_503)
+)]
 async fn volume_remove_record(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -353,6 +578,14 @@ async fn volume_remove_record(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Runtime options in force.
+#[utoipa::path(
+    get,
+    path = paths::VOLUME_RUNTIME,
+    tag = "volumes",
+    params(VolumePath),
+    responses((status = 200, description = "Runtime options", body = RuntimeOptions), E400_404_503)
+)]
 async fn runtime_get(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -360,6 +593,15 @@ async fn runtime_get(
     Ok(Json(s.engine()?.runtime(&vref(&p, &v)?).await?))
 }
 
+/// Replace runtime options (they apply without a restart).
+#[utoipa::path(
+    put,
+    path = paths::VOLUME_RUNTIME,
+    tag = "volumes",
+    params(VolumePath),
+    request_body = RuntimeOptions,
+    responses((status = 200, description = "Stored", body = RuntimeOptions), E400_404_503)
+)]
 async fn runtime_put(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -368,6 +610,14 @@ async fn runtime_put(
     Ok(Json(s.engine()?.set_runtime(&vref(&p, &v)?, &b).await?))
 }
 
+/// Snapshots, oldest first.
+#[utoipa::path(
+    get,
+    path = paths::VOLUME_SNAPSHOTS,
+    tag = "snapshots",
+    params(VolumePath),
+    responses((status = 200, description = "Snapshot names", body = Vec<SnapshotName>), E400_404_502_503_504)
+)]
 async fn snapshots_list(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -375,6 +625,14 @@ async fn snapshots_list(
     Ok(Json(s.engine()?.snapshots(&vref(&p, &v)?).await?))
 }
 
+/// Take a snapshot now.
+#[utoipa::path(
+    post,
+    path = paths::VOLUME_SNAPSHOTS,
+    tag = "snapshots",
+    params(VolumePath),
+    responses((status = 201, description = "Taken", body = SnapshotTaken), E400_404_423_502_503_504)
+)]
 async fn snapshot_take(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -383,6 +641,15 @@ async fn snapshot_take(
     Ok((StatusCode::CREATED, Json(SnapshotTaken { snapshot: name })))
 }
 
+/// Copy a snapshot into a new volume of the same policy.
+#[utoipa::path(
+    post,
+    path = paths::VOLUME_COPY,
+    tag = "snapshots",
+    params(VolumePath),
+    request_body = CopyRequest,
+    responses((status = 201, description = "The new volume", body = VolumeInfo), E400_404_409_423_502_503_504)
+)]
 async fn volume_copy(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -397,6 +664,14 @@ async fn volume_copy(
 
 // ----- locks ----------------------------------------------------------------------------
 
+/// Use locks, all or of one kind.
+#[utoipa::path(
+    get,
+    path = paths::LOCKS,
+    tag = "locks",
+    params(LocksQuery),
+    responses((status = 200, description = "Locks", body = Vec<LockInfo>), E400_503)
+)]
 async fn locks_list(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
@@ -412,16 +687,36 @@ async fn locks_list(
     Ok(Json(s.engine()?.locks(kind).await?))
 }
 
-/// `GET /v1/check`: what a crash left, and the fix for each (a dry run).
+/// Leftovers of crashes (orphan storage, missing storage, stale locks and mount records, orphan keys), each with its fix; changes nothing.
+#[utoipa::path(
+    get,
+    path = paths::CHECK,
+    tag = "check",
+    responses((status = 200, description = "The report", body = CheckReport), E503)
+)]
 async fn check_dry(State(s): State<AppState>) -> ApiResult<Json<CheckReport>> {
     Ok(Json(s.engine()?.check(false).await?))
 }
 
-/// `POST /v1/check`: the same, with the safe fixes applied.
+/// The same check, with the safe fixes applied; each finding says what was done.
+#[utoipa::path(
+    post,
+    path = paths::CHECK,
+    tag = "check",
+    responses((status = 200, description = "The report, with outcomes", body = CheckReport), E503)
+)]
 async fn check_repair(State(s): State<AppState>) -> ApiResult<Json<CheckReport>> {
     Ok(Json(s.engine()?.check(true).await?))
 }
 
+/// A volume's locks.
+#[utoipa::path(
+    get,
+    path = paths::VOLUME_LOCKS,
+    tag = "locks",
+    params(VolumePath),
+    responses((status = 200, description = "Its locks", body = Vec<LockInfo>), E400_503)
+)]
 async fn locks_get(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -442,6 +737,14 @@ async fn locks_get(
     Ok(Json(out))
 }
 
+/// Clear a volume's locks, whoever holds them.
+#[utoipa::path(
+    delete,
+    path = paths::VOLUME_LOCKS,
+    tag = "locks",
+    params(VolumePath),
+    responses((status = 200, description = "What was removed", body = LocksRemoved), E400_503)
+)]
 async fn locks_remove(
     State(s): State<AppState>,
     Path((p, v)): Path<(String, String)>,
@@ -450,6 +753,14 @@ async fn locks_remove(
     Ok(Json(LocksRemoved { removed }))
 }
 
+/// Start a maintenance session: the volume's locks, held while the session is renewed.
+#[utoipa::path(
+    post,
+    path = paths::MAINTENANCE,
+    tag = "maintenance",
+    request_body = MaintenanceRequest,
+    responses((status = 201, description = "Started", body = MaintenanceStarted), E400_404_423_503)
+)]
 async fn maintenance_begin(
     State(s): State<AppState>,
     b: Bytes,
@@ -484,6 +795,14 @@ async fn maintenance_begin(
     ))
 }
 
+/// Renew a maintenance session.
+#[utoipa::path(
+    put,
+    path = paths::MAINTENANCE_SESSION,
+    tag = "maintenance",
+    params(SessionPath),
+    responses((status = 200, description = "Renewed", body = Renewed), E400_404_503)
+)]
 async fn maintenance_renew(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -494,6 +813,14 @@ async fn maintenance_renew(
     }))
 }
 
+/// End a maintenance session, releasing its locks.
+#[utoipa::path(
+    delete,
+    path = paths::MAINTENANCE_SESSION,
+    tag = "maintenance",
+    params(SessionPath),
+    responses((status = 204, description = "Ended"), E400_404_503)
+)]
 async fn maintenance_end(
     State(s): State<AppState>,
     Path(id): Path<String>,
