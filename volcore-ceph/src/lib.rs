@@ -309,12 +309,8 @@ fn timeout_of(spec: &VolumeSpec) -> Duration {
     }
 }
 
-fn io_err(op: &'static str, what: &str, e: &std::io::Error) -> DriverError {
-    DriverError::Failed {
-        op,
-        what: what.to_owned(),
-        detail: e.to_string(),
-    }
+fn io_err(op: &'static str, what: &str, e: std::io::Error) -> DriverError {
+    DriverError::io(op, what, e)
 }
 
 impl RbdDriver {
@@ -519,6 +515,7 @@ impl RbdDriver {
                     op: "map",
                     what: what.clone(),
                     detail: format!("rbd device map printed no device: {out:?}"),
+                    source: None,
                 })?;
                 Ok((PathBuf::from(dev), true))
             }
@@ -526,7 +523,7 @@ impl RbdDriver {
                 let dir = self.fuse_dir(img);
                 let mut attached = false;
                 if !st.fuse_mounted(&dir) {
-                    std::fs::create_dir_all(&dir).map_err(|e| io_err("attach", &what, &e))?;
+                    std::fs::create_dir_all(&dir).map_err(|e| io_err("attach", &what, e))?;
                     let mut a = self.base();
                     // No client-side cache: a fenced (blocklisted) client's writes must
                     // fail at once instead of landing in a cache that can never flush.
@@ -634,12 +631,19 @@ impl RbdDriver {
                     return Ok(());
                 }
                 for dev in loopdev::of_file(&file) {
-                    self.run(
-                        "detach",
-                        &what,
-                        Cmd::new("losetup", ["-d".to_owned(), dev.display().to_string()], t),
-                    )
-                    .await?;
+                    let res = self
+                        .run(
+                            "detach",
+                            &what,
+                            Cmd::new("losetup", ["-d".to_owned(), dev.display().to_string()], t),
+                        )
+                        .await;
+                    // Detached meanwhile (the kernel or a concurrent detach was first):
+                    // the state this call wants.
+                    if res.is_err() && !loopdev::of_file(&file).contains(&dev) {
+                        continue;
+                    }
+                    res?;
                 }
                 // The kernel detaches a loop device only when its last opener (udev's
                 // probe after mkfs, say) lets go; until then the file keeps rbd-fuse busy.
@@ -804,6 +808,7 @@ fn read_mounts() -> Result<Vec<mountinfo::MountInfo>, DriverError> {
         op: "read mountinfo",
         what: "this host".into(),
         detail: e.to_string(),
+        source: None,
     })
 }
 
@@ -1086,7 +1091,7 @@ impl MountDriver for RbdDriver {
                 detail: format!("{} is mounted there", m.source),
             });
         }
-        std::fs::create_dir_all(at).map_err(|e| io_err("mount", &format!("volume {v}"), &e))?;
+        std::fs::create_dir_all(at).map_err(|e| io_err("mount", &format!("volume {v}"), e))?;
         let (dev, attached) = self.attach(&p.image, t, &st).await?;
         let res = self
             .run(

@@ -102,6 +102,7 @@ pub(crate) fn exec_error(op: &'static str, what: &str, e: ExecError) -> DriverEr
             op,
             what: what.to_owned(),
             detail: other.to_string(),
+            source: None,
         },
     }
 }
@@ -143,11 +144,13 @@ pub(crate) fn failure(op: &'static str, what: &str, cmd: &Cmd, out: &Output) -> 
             detail: format!(
                 "this host's Ceph client is blocklisted (another host took the volume over): {msg}"
             ),
+            source: None,
         },
         Errno::Other => DriverError::Failed {
             op,
             what: what.to_owned(),
             detail: format!("`{cmd}` exited {}: {msg}", out.status),
+            source: None,
         },
     }
 }
@@ -221,6 +224,7 @@ pub(crate) fn parse<T: for<'de> Deserialize<'de>>(
         op,
         what: what.to_owned(),
         detail: format!("cannot read the output of `{cmd}`: {e}"),
+        source: None,
     })
 }
 

@@ -88,12 +88,8 @@ impl Drop for Thaw {
     }
 }
 
-fn io_err(op: &'static str, what: &VolumeRef, e: &std::io::Error) -> DriverError {
-    DriverError::Failed {
-        op,
-        what: format!("volume {what}"),
-        detail: e.to_string(),
-    }
+fn io_err(op: &'static str, what: &VolumeRef, e: std::io::Error) -> DriverError {
+    DriverError::io(op, format!("volume {what}"), e)
 }
 
 impl LocalDriver {
@@ -184,6 +180,7 @@ impl LocalDriver {
                 op,
                 what: format!("volume {v}"),
                 detail: other.to_string(),
+                source: None,
             },
         })?;
         if out.success() {
@@ -193,6 +190,7 @@ impl LocalDriver {
                 op,
                 what: format!("volume {v}"),
                 detail: format!("`{cmd}` exited {}: {}", out.status, out.stderr.trim()),
+                source: None,
             })
         }
     }
@@ -233,16 +231,25 @@ impl LocalDriver {
         timeout: Duration,
     ) -> Result<(), DriverError> {
         for dev in loopdev::of_file(file) {
-            self.run(
-                "detach",
-                v,
-                Cmd::new(
-                    "losetup",
-                    ["-d".to_owned(), dev.display().to_string()],
-                    timeout,
-                ),
-            )
-            .await?;
+            let res = self
+                .run(
+                    "detach",
+                    v,
+                    Cmd::new(
+                        "losetup",
+                        ["-d".to_owned(), dev.display().to_string()],
+                        timeout,
+                    ),
+                )
+                .await;
+            // A device that no longer backs the file was detached meanwhile (the kernel
+            // or a concurrent detach got there first: "No such device or address"): that
+            // is the state this call wants.
+            if res.is_err() && !loopdev::of_file(file).contains(&dev) {
+                debug!(volume = %v, device = %dev.display(), "loop device was already detached");
+                continue;
+            }
+            res?;
         }
         Ok(())
     }
@@ -253,6 +260,7 @@ impl LocalDriver {
             op: "read mountinfo",
             what: "this host".into(),
             detail: e.to_string(),
+            source: None,
         })?;
         Ok(mounts
             .into_iter()
@@ -306,7 +314,7 @@ impl LocalDriver {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, to).map_err(|e| io_err("copy", v, &e))
+        std::fs::rename(&tmp, to).map_err(|e| io_err("copy", v, e))
     }
 }
 
@@ -325,7 +333,7 @@ impl VolumeDriver for LocalDriver {
         }
         let img = self.image(v);
         if let Some(dir) = img.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io_err("create", v, &e))?;
+            std::fs::create_dir_all(dir).map_err(|e| io_err("create", v, e))?;
         }
         let f = match std::fs::OpenOptions::new()
             .write(true)
@@ -338,12 +346,12 @@ impl VolumeDriver for LocalDriver {
                     what: format!("volume {v} ({})", img.display()),
                 })
             }
-            Err(e) => return Err(io_err("create", v, &e)),
+            Err(e) => return Err(io_err("create", v, e)),
         };
         // Sparse: takes no space until written.
         if let Err(e) = f.set_len(spec.size.bytes()) {
             let _ = std::fs::remove_file(&img);
-            return Err(io_err("create", v, &e));
+            return Err(io_err("create", v, e));
         }
         info!(volume = %v, size = %spec.size, "image created");
         Ok(())
@@ -390,10 +398,10 @@ impl VolumeDriver for LocalDriver {
             });
         }
         self.detach_all(v, &img, spec.timeout).await?;
-        std::fs::remove_file(&img).map_err(|e| io_err("destroy", v, &e))?;
+        std::fs::remove_file(&img).map_err(|e| io_err("destroy", v, e))?;
         let snaps = self.snapdir(v);
         if snaps.exists() {
-            std::fs::remove_dir_all(&snaps).map_err(|e| io_err("destroy snapshots", v, &e))?;
+            std::fs::remove_dir_all(&snaps).map_err(|e| io_err("destroy snapshots", v, e))?;
         }
         info!(volume = %v, "destroyed");
         Ok(())
@@ -411,6 +419,7 @@ impl VolumeDriver for LocalDriver {
                 op: "list",
                 what: p.display().to_string(),
                 detail: e.to_string(),
+                source: None,
             })
         };
         for pol in rd(&root)? {
@@ -418,6 +427,7 @@ impl VolumeDriver for LocalDriver {
                 op: "list",
                 what: root.display().to_string(),
                 detail: e.to_string(),
+                source: None,
             })?;
             if !pol.path().is_dir() {
                 continue;
@@ -497,7 +507,7 @@ impl MountDriver for LocalDriver {
                 device: Some(dev),
             });
         }
-        std::fs::create_dir_all(at).map_err(|e| io_err("mount", v, &e))?;
+        std::fs::create_dir_all(at).map_err(|e| io_err("mount", v, e))?;
         let (dev, attached) = self.attach(v, &img, spec.timeout).await?;
         let res = self
             .run(
@@ -559,6 +569,7 @@ impl MountDriver for LocalDriver {
             op: "read mountinfo",
             what: "this host".into(),
             detail: e.to_string(),
+            source: None,
         })?;
         Ok(mounts
             .into_iter()
@@ -595,7 +606,7 @@ impl SnapshotDriver for LocalDriver {
                 what: format!("snapshot {snap} of {v}"),
             });
         }
-        std::fs::create_dir_all(self.snapdir(v)).map_err(|e| io_err("snapshot", v, &e))?;
+        std::fs::create_dir_all(self.snapdir(v)).map_err(|e| io_err("snapshot", v, e))?;
         let _g = self.serial.lock().await;
         // A mounted filesystem is frozen while it is copied, so the snapshot is consistent.
         let frozen = self
@@ -608,8 +619,8 @@ impl SnapshotDriver for LocalDriver {
         };
         // The marker goes first: a crash after the freeze leaves it for `recover`.
         let marker = self.frozen_marker(v);
-        std::fs::create_dir_all(self.frozen_dir()).map_err(|e| io_err("snapshot", v, &e))?;
-        std::fs::write(&marker, mp.display().to_string()).map_err(|e| io_err("snapshot", v, &e))?;
+        std::fs::create_dir_all(self.frozen_dir()).map_err(|e| io_err("snapshot", v, e))?;
+        std::fs::write(&marker, mp.display().to_string()).map_err(|e| io_err("snapshot", v, e))?;
         let freeze = self
             .run(
                 "freeze",
@@ -667,7 +678,7 @@ impl SnapshotDriver for LocalDriver {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DriverError::NotFound {
                 what: format!("snapshot {snap} of {}", spec.volume),
             }),
-            Err(e) => Err(io_err("remove snapshot", &spec.volume, &e)),
+            Err(e) => Err(io_err("remove snapshot", &spec.volume, e)),
         }
     }
 
@@ -717,7 +728,7 @@ impl SnapshotDriver for LocalDriver {
             });
         }
         if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io_err("copy", &to.volume, &e))?;
+            std::fs::create_dir_all(dir).map_err(|e| io_err("copy", &to.volume, e))?;
         }
         self.copy_file(&to.volume, &from, &target, spec.timeout)
             .await?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::kv::BoxError;
 use crate::name::{HostName, SnapshotName, VolumeRef};
 use crate::policy::{BackendKind, MkfsTemplate};
 use crate::size::Size;
@@ -111,7 +112,32 @@ pub enum DriverError {
         what: String,
         /// The storage system's message.
         detail: String,
+        /// The underlying error, when there is one (an I/O error, a parse error).
+        #[source]
+        source: Option<BoxError>,
     },
+}
+
+impl DriverError {
+    /// [`DriverError::Failed`] with the storage system's words and no underlying error.
+    pub fn failed(op: &'static str, what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Failed {
+            op,
+            what: what.into(),
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// [`DriverError::Failed`] caused by an I/O error, which it keeps as its source.
+    pub fn io(op: &'static str, what: impl Into<String>, e: std::io::Error) -> Self {
+        Self::Failed {
+            op,
+            what: what.into(),
+            detail: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    }
 }
 
 /// Creates, formats, destroys and lists a backend's volumes.
@@ -467,5 +493,32 @@ impl SnapshotDriver for NullDriver {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_keeps_its_cause_as_source() {
+        use std::error::Error as _;
+        let e = DriverError::io(
+            "create",
+            "volume p/v",
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no write access"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "create of volume p/v failed: no write access"
+        );
+        let cause = e.source().expect("the I/O error is the source");
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(DriverError::failed("map", "image rbd/x", "exit 1")
+            .source()
+            .is_none());
     }
 }

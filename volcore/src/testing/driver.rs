@@ -155,6 +155,7 @@ impl FakeDriver {
                 op: "fake",
                 what: call,
                 detail: msg,
+                source: None,
             }),
             Some(Fault::Hang) => std::future::pending().await,
         }
