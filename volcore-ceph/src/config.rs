@@ -67,7 +67,7 @@ pub struct CephConfig {
     pub conf: Option<PathBuf>,
     /// The cephx user (`--id`); `None` is `admin`.
     pub id: Option<String>,
-    /// Pools [`VolumeDriver::list`] looks in (policies name their own pool for everything
+    /// Pools [`VolumeDriver::list`](volcore::driver::VolumeDriver::list) looks in (policies name their own pool for everything
     /// else).
     pub pools: Vec<String>,
     /// The attach strategy.

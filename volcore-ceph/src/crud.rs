@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use tracing::{info, warn};
-use volcore::driver::{DriverError, MountDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
-use volcore::exec::Cmd;
+use volcore::driver::{
+    format_attached, DriverError, MountDriver, SnapshotDriver, VolumeDriver, VolumeSpec,
+};
 use volcore::policy::BackendKind;
 use volcore::{Size, VolumeRef};
 
@@ -250,23 +251,19 @@ impl RbdDriver {
     ) -> Result<(), DriverError> {
         let t = timeout_of(spec);
         let v = &spec.volume;
-        let mkfs = spec.mkfs.as_ref().ok_or_else(|| {
-            DriverError::Invalid(format!(
-                "volume {v} has no mkfs command for filesystem {}",
-                spec.filesystem
-            ))
-        })?;
         let lock = self.image_lock(img);
         let _g = lock.lock().await;
-        let st = self.attached().await?;
-        let (dev, _) = self.attach(img, t, &st).await?;
-        let line = mkfs.render(&dev.display().to_string());
-        let res = self
-            .cli
-            .run("mkfs", &format!("volume {v}"), Cmd::shell(line, t))
-            .await;
-        let det = self.detach(img, t, None).await;
-        res?;
-        det
+        let what = format!("volume {v}");
+        format_attached(
+            spec,
+            t,
+            || async {
+                let st = self.attached().await?;
+                Ok(self.attach(img, t, &st).await?.0)
+            },
+            |mkfs| async { self.cli.run("mkfs", &what, mkfs).await.map(drop) },
+            || self.detach(img, t, None),
+        )
+        .await
     }
 }

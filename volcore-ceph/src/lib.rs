@@ -8,7 +8,7 @@
 //! - Every command runs through [`volcore::exec::Exec`] with a timeout that kills it
 //!   (`rbd rm` of a locked exclusive-lock image spins forever); only read-only commands are
 //!   retried; rbd's errnos and messages become [`DriverError`]s by meaning.
-//! - [`MountDriver::claim`] takes an RBD advisory lock named `volcore:<host>`; breaking a
+//! - [`MountDriver::claim`](volcore::driver::MountDriver::claim) takes an RBD advisory lock named `volcore:<host>`; breaking a
 //!   stale one (another host's lease expired) blocklists the old host's clients (fencing).
 //!
 //! Driver parameters (the policy's `driver` map): `pool` (required), `features` (comma

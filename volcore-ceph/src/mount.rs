@@ -122,12 +122,12 @@ impl MountDriver for RbdDriver {
     }
 
     /// Takes the RBD lock `volcore:<host>`, fencing every other client first when this
-    /// host does not have the image attached (see [`RbdDriver::take_lock`]).
+    /// host does not have the image attached (`fence.rs`).
     async fn claim(&self, spec: &VolumeSpec, host: &HostName) -> Result<Vec<Fenced>, DriverError> {
         self.take_lock(spec, host).await
     }
 
-    /// Drops this host's RBD lock (see [`RbdDriver::drop_lock`]).
+    /// Drops this host's RBD lock, without blocklisting (`fence.rs`).
     async fn release(&self, spec: &VolumeSpec, host: &HostName) -> Result<(), DriverError> {
         self.drop_lock(spec, host).await
     }

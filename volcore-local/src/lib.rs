@@ -25,7 +25,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
-use volcore::driver::{DriverError, Mount, MountDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
+use volcore::driver::{
+    format_attached, DriverError, Mount, MountDriver, SnapshotDriver, VolumeDriver, VolumeSpec,
+};
 use volcore::exec::{Cmd, Exec};
 use volcore::policy::BackendKind;
 use volcore::{loopdev, mountinfo};
@@ -365,19 +367,16 @@ impl VolumeDriver for LocalDriver {
                 what: format!("volume {v}"),
             });
         }
-        let mkfs = spec.mkfs.as_ref().ok_or_else(|| {
-            DriverError::Invalid(format!(
-                "volume {v} has no mkfs command for filesystem {}",
-                spec.filesystem
-            ))
-        })?;
         let _g = self.serial.lock().await;
-        let (dev, _) = self.attach(v, &img, spec.timeout).await?;
-        let line = mkfs.render(&dev.display().to_string());
-        let res = self.run("mkfs", v, Cmd::shell(line, spec.timeout)).await;
-        let detach = self.detach_all(v, &img, spec.timeout).await;
-        res?;
-        detach?;
+        let t = spec.timeout;
+        format_attached(
+            spec,
+            t,
+            || async { Ok(self.attach(v, &img, t).await?.0) },
+            |mkfs| async { self.run("mkfs", v, mkfs).await.map(drop) },
+            || self.detach_all(v, &img, t),
+        )
+        .await?;
         info!(volume = %v, filesystem = %spec.filesystem, "formatted");
         Ok(())
     }

@@ -71,10 +71,10 @@ impl Drop for Catalog {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(e: &Entry) -> Option<T> {
-    match serde_json::from_slice(&e.value) {
+    match e.decode() {
         Ok(v) => Some(v),
         Err(err) => {
-            warn!(key = %e.key, error = %err, "ignoring a record that does not decode");
+            warn!(error = %err, "ignoring a record that does not decode");
             None
         }
     }

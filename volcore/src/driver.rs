@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::exec::Cmd;
 use crate::kv::BoxError;
 use crate::name::{HostName, SnapshotName, VolumeRef};
 use crate::policy::{BackendKind, MkfsTemplate};
@@ -64,6 +65,35 @@ impl VolumeSpec {
             timeout,
         }
     }
+}
+
+/// Formats a block device the way every block driver does: checks that the policy names
+/// an mkfs command for the volume's filesystem (before anything is attached), attaches
+/// the device (`attach`), runs the command on it (`run`), and detaches it (`detach`) even
+/// when mkfs failed; mkfs's error wins over the detach's.
+pub async fn format_attached<AF, RF, DF>(
+    spec: &VolumeSpec,
+    timeout: Duration,
+    attach: impl FnOnce() -> AF,
+    run: impl FnOnce(Cmd) -> RF,
+    detach: impl FnOnce() -> DF,
+) -> Result<(), DriverError>
+where
+    AF: std::future::Future<Output = Result<PathBuf, DriverError>>,
+    RF: std::future::Future<Output = Result<(), DriverError>>,
+    DF: std::future::Future<Output = Result<(), DriverError>>,
+{
+    let mkfs = spec.mkfs.as_ref().ok_or_else(|| {
+        DriverError::Invalid(format!(
+            "volume {} has no mkfs command for filesystem {}",
+            spec.volume, spec.filesystem
+        ))
+    })?;
+    let dev = attach().await?;
+    let res = run(Cmd::shell(mkfs.render(&dev.display().to_string()), timeout)).await;
+    let detached = detach().await;
+    res?;
+    detached
 }
 
 /// Driver errors, by meaning.

@@ -177,10 +177,7 @@ impl HostIdentity {
 }
 
 fn decode(e: &crate::kv::Entry) -> Result<HostRecord, KvError> {
-    serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
-        key: e.key.clone(),
-        reason: err.to_string(),
-    })
+    e.decode()
 }
 
 /// Publishes `hosts/<host>` on `lease` (see the module docs); returns the record.

@@ -277,10 +277,7 @@ impl Locker {
     }
 
     fn decode(&self, e: &Entry) -> Result<LockHolder, KvError> {
-        serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
-            key: e.key.clone(),
-            reason: err.to_string(),
-        })
+        e.decode()
     }
 
     fn is_ours(&self, holder: &LockHolder) -> bool {

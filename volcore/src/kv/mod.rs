@@ -71,6 +71,17 @@ pub struct Entry {
     pub lease: Option<LeaseId>,
 }
 
+impl Entry {
+    /// The value as JSON of type `T`; a value that does not decode is
+    /// [`KvError::Corrupt`], naming the key (every stored record is read this way).
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, KvError> {
+        serde_json::from_slice(&self.value).map_err(|err| KvError::Corrupt {
+            key: self.key.clone(),
+            reason: err.to_string(),
+        })
+    }
+}
+
 /// A condition on a key's current state, checked atomically with a write.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Precondition {

@@ -303,10 +303,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn decode_volume(e: &crate::kv::Entry) -> Result<Volume, KvError> {
-    serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
-        key: e.key.clone(),
-        reason: err.to_string(),
-    })
+    e.decode()
 }
 
 /// How long a mount waits for a starting host's re-adoption before it is refused.

@@ -36,10 +36,7 @@ pub struct MountRecord {
 impl MountRecord {
     /// Decodes a stored record.
     pub fn decode(e: &Entry) -> Result<Self, KvError> {
-        serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
-            key: e.key.clone(),
-            reason: err.to_string(),
-        })
+        e.decode()
     }
 
     /// The stored form.
