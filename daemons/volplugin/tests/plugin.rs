@@ -14,8 +14,9 @@ use plugin_common::*;
 use serde_json::{json, Value};
 use volcore::policy::BackendKind;
 use volcore::testing::{FakeDriver, FlakyKv};
-use volcore::{Drivers, HostName, KvStore, MemKv};
-use volplugin::{run, LeaseLossAction, PluginConfig, PluginDeps};
+use volcore::{Drivers, KvStore, MemKv};
+use volcore_api::docker::Request;
+use volplugin::LeaseLossAction;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_and_refcounts() {
@@ -37,36 +38,42 @@ async fn protocol_and_refcounts() {
         0o660
     );
     assert_eq!(
-        call(&a.sock, "Plugin.Activate", json!({})).await,
+        send(&a.sock, &Request::Activate).await,
         json!({"Implements": ["VolumeDriver"]})
     );
     assert_eq!(
-        call(&a.sock, "VolumeDriver.Capabilities", json!({})).await["Capabilities"]["Scope"],
+        send(&a.sock, &Request::Capabilities).await["Capabilities"]["Scope"],
         "global"
     );
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Create",
-            json!({"Name": "policy1/db", "Opts": {"size": "20MB"}})
+            &Request::Create {
+                name: "policy1/db".into(),
+                opts: [("size".to_owned(), "20MB".to_owned())].into()
+            }
         )
         .await["Err"],
         ""
     );
     // Create is idempotent (Docker calls it for existing volumes too).
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Create",
-            json!({"Name": "policy1/db"})
+            &Request::Create {
+                name: "policy1/db".into(),
+                opts: Default::default()
+            }
         )
         .await["Err"],
         ""
     );
-    let bad = call(
+    let bad = send(
         &a.sock,
-        "VolumeDriver.Create",
-        json!({"Name": "policy1/x", "Opts": {"quux": "1"}}),
+        &Request::Create {
+            name: "policy1/x".into(),
+            opts: [("quux".to_owned(), "1".to_owned())].into(),
+        },
     )
     .await;
     assert!(
@@ -75,10 +82,17 @@ async fn protocol_and_refcounts() {
     );
     // A bare name takes the default policy.
     assert_eq!(
-        call(&a.sock, "VolumeDriver.Create", json!({"Name": "short"})).await["Err"],
+        send(
+            &a.sock,
+            &Request::Create {
+                name: "short".into(),
+                opts: Default::default()
+            }
+        )
+        .await["Err"],
         ""
     );
-    let list = call(&a.sock, "VolumeDriver.List", json!({})).await;
+    let list = send(&a.sock, &Request::List).await;
     let names: Vec<&str> = list["Volumes"]
         .as_array()
         .unwrap()
@@ -86,31 +100,49 @@ async fn protocol_and_refcounts() {
         .map(|v| v["Name"].as_str().unwrap())
         .collect();
     assert_eq!(names, vec!["policy1/db", "policy1/short"]);
-    let get = call(&a.sock, "VolumeDriver.Get", json!({"Name": "policy1/db"})).await;
+    let get = send(
+        &a.sock,
+        &Request::Get {
+            name: "policy1/db".into(),
+        },
+    )
+    .await;
     assert_eq!(get["Volume"]["Status"]["size"], "20MB");
     assert!(get["Volume"]["CreatedAt"].as_str().unwrap().ends_with('Z'));
-    let missing = call(&a.sock, "VolumeDriver.Get", json!({"Name": "policy1/none"})).await;
+    let missing = send(
+        &a.sock,
+        &Request::Get {
+            name: "policy1/none".into(),
+        },
+    )
+    .await;
     assert_eq!(missing["Err"], "volume policy1/none does not exist");
     // Two containers share one mount; the last unmount undoes it.
-    let m1 = call(
+    let m1 = send(
         &a.sock,
-        "VolumeDriver.Mount",
-        json!({"Name": "policy1/db", "ID": "c1"}),
+        &Request::Mount {
+            name: "policy1/db".into(),
+            id: "c1".into(),
+        },
     )
     .await;
     assert_eq!(m1["Err"], "", "{m1}");
-    let m2 = call(
+    let m2 = send(
         &a.sock,
-        "VolumeDriver.Mount",
-        json!({"Name": "policy1/db", "ID": "c2"}),
+        &Request::Mount {
+            name: "policy1/db".into(),
+            id: "c2".into(),
+        },
     )
     .await;
     assert_eq!(m1["Mountpoint"], m2["Mountpoint"]);
     assert!(m1["Mountpoint"].as_str().unwrap().ends_with("/policy1/db"));
-    let again = call(
+    let again = send(
         &a.sock,
-        "VolumeDriver.Mount",
-        json!({"Name": "policy1/db", "ID": "c1"}),
+        &Request::Mount {
+            name: "policy1/db".into(),
+            id: "c1".into(),
+        },
     )
     .await;
     assert_eq!(
@@ -131,18 +163,32 @@ async fn protocol_and_refcounts() {
         .await
         .unwrap()
         .is_some());
-    let get = call(&a.sock, "VolumeDriver.Get", json!({"Name": "policy1/db"})).await;
+    let get = send(
+        &a.sock,
+        &Request::Get {
+            name: "policy1/db".into(),
+        },
+    )
+    .await;
     assert_eq!(get["Volume"]["Status"]["lock"]["host"], "host-a");
     assert_eq!(get["Volume"]["Status"]["mounted"]["users"], 2);
     assert_eq!(
-        call(&a.sock, "VolumeDriver.Path", json!({"Name": "policy1/db"})).await["Mountpoint"],
+        send(
+            &a.sock,
+            &Request::Path {
+                name: "policy1/db".into()
+            }
+        )
+        .await["Mountpoint"],
         m1["Mountpoint"]
     );
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Unmount",
-            json!({"Name": "policy1/db", "ID": "c1"})
+            &Request::Unmount {
+                name: "policy1/db".into(),
+                id: "c1".into()
+            }
         )
         .await["Err"],
         ""
@@ -155,10 +201,12 @@ async fn protocol_and_refcounts() {
         "still used by c2"
     );
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Unmount",
-            json!({"Name": "policy1/db", "ID": "c2"})
+            &Request::Unmount {
+                name: "policy1/db".into(),
+                id: "c2".into()
+            }
         )
         .await["Err"],
         ""
@@ -176,31 +224,46 @@ async fn protocol_and_refcounts() {
         .unwrap()
         .is_none());
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Unmount",
-            json!({"Name": "policy1/db", "ID": "c2"})
+            &Request::Unmount {
+                name: "policy1/db".into(),
+                id: "c2".into()
+            }
         )
         .await["Err"],
         "",
         "a repeated Unmount is harmless"
     );
     assert_eq!(
-        call(&a.sock, "VolumeDriver.Path", json!({"Name": "policy1/db"})).await["Mountpoint"],
+        send(
+            &a.sock,
+            &Request::Path {
+                name: "policy1/db".into()
+            }
+        )
+        .await["Mountpoint"],
         ""
     );
     // docker volume rm keeps the volume unless the policy says destroy-on-remove.
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Remove",
-            json!({"Name": "policy1/db"})
+            &Request::Remove {
+                name: "policy1/db".into()
+            }
         )
         .await["Err"],
         ""
     );
     assert_eq!(
-        call(&a.sock, "VolumeDriver.Get", json!({"Name": "policy1/db"})).await["Err"],
+        send(
+            &a.sock,
+            &Request::Get {
+                name: "policy1/db".into()
+            }
+        )
+        .await["Err"],
         ""
     );
     upload(
@@ -210,13 +273,32 @@ async fn protocol_and_refcounts() {
         r#"{"backend":"null","destroy-on-remove":true}"#,
     )
     .await;
-    call(&a.sock, "VolumeDriver.Create", json!({"Name": "gone/v"})).await;
+    send(
+        &a.sock,
+        &Request::Create {
+            name: "gone/v".into(),
+            opts: Default::default(),
+        },
+    )
+    .await;
     assert_eq!(
-        call(&a.sock, "VolumeDriver.Remove", json!({"Name": "gone/v"})).await["Err"],
+        send(
+            &a.sock,
+            &Request::Remove {
+                name: "gone/v".into()
+            }
+        )
+        .await["Err"],
         ""
     );
     assert_eq!(
-        call(&a.sock, "VolumeDriver.Get", json!({"Name": "gone/v"})).await["Err"],
+        send(
+            &a.sock,
+            &Request::Get {
+                name: "gone/v".into()
+            }
+        )
+        .await["Err"],
         "volume gone/v does not exist"
     );
     let sock = a.sock.clone();
@@ -228,34 +310,23 @@ async fn protocol_and_refcounts() {
 async fn names_without_policy_need_a_default() {
     let (kv, prefix) = store(30).await;
     let dir = tmp("sock");
-    let cfg = PluginConfig {
-        socket_dir: dir.clone(),
-        plugin_name: "nodefault".into(),
-        host: HostName::new("h").unwrap(),
-        state_dir: dir.join("state"),
-        prefix: prefix.clone(),
-        default_policy: None,
-        on_lease_loss: LeaseLossAction::Unmount,
-        cgroup_parent: PathBuf::from("volcore-test-unused"),
-        cgroup_v2: None,
-        mount_path: None,
-    };
     // A stale socket from a crash is replaced.
     std::fs::write(dir.join("nodefault.sock"), b"stale").unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(run(
-        cfg,
-        PluginDeps {
-            kv,
-            drivers: Drivers::new().with_null(),
+    let host = HostSpec::new(kv, Drivers::new().with_null(), "h", &dir, &prefix)
+        .no_default_policy()
+        .start_named("nodefault")
+        .await
+        .unwrap();
+    let sock = host.sock.clone();
+    assert_eq!(sock, dir.join("nodefault.sock"));
+    let r = send(
+        &sock,
+        &Request::Create {
+            name: "plain".into(),
+            opts: Default::default(),
         },
-        async {
-            let _ = rx.await;
-        },
-    ));
-    let sock = dir.join("nodefault.sock");
-    wait_serving(&sock).await;
-    let r = call(&sock, "VolumeDriver.Create", json!({"Name": "plain"})).await;
+    )
+    .await;
     assert!(
         r["Err"]
             .as_str()
@@ -263,18 +334,19 @@ async fn names_without_policy_need_a_default() {
             .contains("names no policy: write policy/volume"),
         "{r}"
     );
-    let r = call(
+    let r = send(
         &sock,
-        "VolumeDriver.Mount",
-        json!({"Name": "a/b/c", "ID": "x"}),
+        &Request::Mount {
+            name: "a/b/c".into(),
+            id: "x".into(),
+        },
     )
     .await;
     assert!(
         r["Err"].as_str().unwrap().contains("form policy/volume"),
         "{r}"
     );
-    let _ = tx.send(());
-    task.await.unwrap().unwrap();
+    host.stop().await;
     assert!(volplugin::check_plugin_name("a/b").is_err());
 }
 
@@ -302,25 +374,31 @@ async fn second_host_refused_until_first_dies() {
         LeaseLossAction::Unmount,
     )
     .await;
-    call(
+    send(
         &a.sock,
-        "VolumeDriver.Create",
-        json!({"Name": "policy1/shared"}),
+        &Request::Create {
+            name: "policy1/shared".into(),
+            opts: Default::default(),
+        },
     )
     .await;
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Mount",
-            json!({"Name": "policy1/shared", "ID": "a1"})
+            &Request::Mount {
+                name: "policy1/shared".into(),
+                id: "a1".into()
+            }
         )
         .await["Err"],
         ""
     );
-    let refused = call(
+    let refused = send(
         &b.sock,
-        "VolumeDriver.Mount",
-        json!({"Name": "policy1/shared", "ID": "b1"}),
+        &Request::Mount {
+            name: "policy1/shared".into(),
+            id: "b1".into(),
+        },
     )
     .await;
     let msg = refused["Err"].as_str().unwrap();
@@ -337,21 +415,32 @@ async fn second_host_refused_until_first_dies() {
         r#"{"backend":"null","unlocked":true}"#,
     )
     .await;
-    call(&a.sock, "VolumeDriver.Create", json!({"Name": "nfsish/v"})).await;
+    send(
+        &a.sock,
+        &Request::Create {
+            name: "nfsish/v".into(),
+            opts: Default::default(),
+        },
+    )
+    .await;
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Mount",
-            json!({"Name": "nfsish/v", "ID": "a2"})
+            &Request::Mount {
+                name: "nfsish/v".into(),
+                id: "a2".into()
+            }
         )
         .await["Err"],
         ""
     );
     assert_eq!(
-        call(
+        send(
             &b.sock,
-            "VolumeDriver.Mount",
-            json!({"Name": "nfsish/v", "ID": "b2"})
+            &Request::Mount {
+                name: "nfsish/v".into(),
+                id: "b2".into()
+            }
         )
         .await["Err"],
         ""
@@ -360,10 +449,12 @@ async fn second_host_refused_until_first_dies() {
     let died = Instant::now();
     a.kill().await;
     loop {
-        let r = call(
+        let r = send(
             &b.sock,
-            "VolumeDriver.Mount",
-            json!({"Name": "policy1/shared", "ID": "b1"}),
+            &Request::Mount {
+                name: "policy1/shared".into(),
+                id: "b1".into(),
+            },
         )
         .await;
         if r["Err"] == "" {
@@ -394,17 +485,21 @@ async fn restarted_plugin_keeps_its_lock() {
         LeaseLossAction::Unmount,
     )
     .await;
-    call(
+    send(
         &a.sock,
-        "VolumeDriver.Create",
-        json!({"Name": "policy1/kept"}),
+        &Request::Create {
+            name: "policy1/kept".into(),
+            opts: Default::default(),
+        },
     )
     .await;
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Mount",
-            json!({"Name": "policy1/kept", "ID": "c1"})
+            &Request::Mount {
+                name: "policy1/kept".into(),
+                id: "c1".into()
+            }
         )
         .await["Err"],
         ""
@@ -442,19 +537,23 @@ async fn restarted_plugin_keeps_its_lock() {
         LeaseLossAction::Unmount,
     )
     .await;
-    let r = call(
+    let r = send(
         &b.sock,
-        "VolumeDriver.Mount",
-        json!({"Name": "policy1/kept", "ID": "b1"}),
+        &Request::Mount {
+            name: "policy1/kept".into(),
+            id: "b1".into(),
+        },
     )
     .await;
     assert!(r["Err"].as_str().unwrap().contains("host-a"), "{r}");
     // The restarted plugin still counts the container's mount.
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Unmount",
-            json!({"Name": "policy1/kept", "ID": "c1"})
+            &Request::Unmount {
+                name: "policy1/kept".into(),
+                id: "c1".into()
+            }
         )
         .await["Err"],
         ""
@@ -496,17 +595,21 @@ async fn lost_lease_fences_by_unmounting() {
         LeaseLossAction::Unmount,
     )
     .await;
-    call(
+    send(
         &a.sock,
-        "VolumeDriver.Create",
-        json!({"Name": "policy1/fenced"}),
+        &Request::Create {
+            name: "policy1/fenced".into(),
+            opts: Default::default(),
+        },
     )
     .await;
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Mount",
-            json!({"Name": "policy1/fenced", "ID": "a1"})
+            &Request::Mount {
+                name: "policy1/fenced".into(),
+                id: "a1".into()
+            }
         )
         .await["Err"],
         ""
@@ -515,10 +618,12 @@ async fn lost_lease_fences_by_unmounting() {
     flaky.fail_everything();
     let start = Instant::now();
     loop {
-        let r = call(
+        let r = send(
             &b.sock,
-            "VolumeDriver.Mount",
-            json!({"Name": "policy1/fenced", "ID": "b1"}),
+            &Request::Mount {
+                name: "policy1/fenced".into(),
+                id: "b1".into(),
+            },
         )
         .await;
         if r["Err"] == "" {
@@ -528,16 +633,20 @@ async fn lost_lease_fences_by_unmounting() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // While cut off, host-a refuses new mounts of locked volumes.
-    call(
+    send(
         &b.sock,
-        "VolumeDriver.Create",
-        json!({"Name": "policy1/other"}),
+        &Request::Create {
+            name: "policy1/other".into(),
+            opts: Default::default(),
+        },
     )
     .await;
-    let r = call(
+    let r = send(
         &a.sock,
-        "VolumeDriver.Mount",
-        json!({"Name": "policy1/other", "ID": "a2"}),
+        &Request::Mount {
+            name: "policy1/other".into(),
+            id: "a2".into(),
+        },
     )
     .await;
     assert_ne!(r["Err"], "", "a cut-off host mounted a locked volume");
@@ -638,18 +747,22 @@ async fn local_volume_mount_and_rate_limits() {
         .start()
         .await;
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Create",
-            json!({"Name": "policy1/fast"})
+            &Request::Create {
+                name: "policy1/fast".into(),
+                opts: Default::default()
+            }
         )
         .await["Err"],
         ""
     );
-    let m = call(
+    let m = send(
         &a.sock,
-        "VolumeDriver.Mount",
-        json!({"Name": "policy1/fast", "ID": "c1"}),
+        &Request::Mount {
+            name: "policy1/fast".into(),
+            id: "c1".into(),
+        },
     )
     .await;
     assert_eq!(m["Err"], "", "{m}");
@@ -715,10 +828,12 @@ async fn local_volume_mount_and_rate_limits() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Unmount",
-            json!({"Name": "policy1/fast", "ID": "c1"})
+            &Request::Unmount {
+                name: "policy1/fast".into(),
+                id: "c1".into()
+            }
         )
         .await["Err"],
         ""
@@ -775,10 +890,12 @@ async fn parallel_mounts_from_two_hosts() {
     for i in 0..15 {
         for p in ["policy1", "policy2"] {
             assert_eq!(
-                call(
+                send(
                     &a.sock,
-                    "VolumeDriver.Create",
-                    json!({"Name": format!("{p}/v{i}")})
+                    &Request::Create {
+                        name: (format!("{p}/v{i}")).into(),
+                        opts: Default::default()
+                    }
                 )
                 .await["Err"],
                 ""
@@ -786,8 +903,20 @@ async fn parallel_mounts_from_two_hosts() {
         }
     }
     // Same volume name in two policies: two volumes.
-    let g1 = call(&a.sock, "VolumeDriver.Get", json!({"Name": "policy1/v0"})).await;
-    let g2 = call(&a.sock, "VolumeDriver.Get", json!({"Name": "policy2/v0"})).await;
+    let g1 = send(
+        &a.sock,
+        &Request::Get {
+            name: "policy1/v0".into(),
+        },
+    )
+    .await;
+    let g2 = send(
+        &a.sock,
+        &Request::Get {
+            name: "policy2/v0".into(),
+        },
+    )
+    .await;
     assert_eq!(
         (
             g1["Volume"]["Status"]["unlocked"].as_bool(),
@@ -801,10 +930,12 @@ async fn parallel_mounts_from_two_hosts() {
             for (h, sock) in [("a", a.sock.clone()), ("b", b.sock.clone())] {
                 let name = format!("{policy}/v{i}");
                 tasks.push(tokio::spawn(async move {
-                    call(
+                    send(
                         &sock,
-                        "VolumeDriver.Mount",
-                        json!({"Name": name, "ID": format!("{h}{i}")}),
+                        &Request::Mount {
+                            name: name.into(),
+                            id: (format!("{h}{i}")).into(),
+                        },
                     )
                     .await
                 }));
@@ -839,13 +970,22 @@ async fn runs_without_global_configuration() {
     )
     .await;
     assert_eq!(
-        call(&a.sock, "VolumeDriver.Create", json!({"Name": "policy1/v"})).await["Err"],
+        send(
+            &a.sock,
+            &Request::Create {
+                name: "policy1/v".into(),
+                opts: Default::default()
+            }
+        )
+        .await["Err"],
         ""
     );
-    let m = call(
+    let m = send(
         &a.sock,
-        "VolumeDriver.Mount",
-        json!({"Name": "policy1/v", "ID": "c"}),
+        &Request::Mount {
+            name: "policy1/v".into(),
+            id: "c".into(),
+        },
     )
     .await;
     assert_eq!(
@@ -853,10 +993,12 @@ async fn runs_without_global_configuration() {
         "volplugin's default mount root"
     );
     assert_eq!(
-        call(
+        send(
             &a.sock,
-            "VolumeDriver.Unmount",
-            json!({"Name": "policy1/v", "ID": "c"})
+            &Request::Unmount {
+                name: "policy1/v".into(),
+                id: "c".into()
+            }
         )
         .await["Err"],
         ""
@@ -881,13 +1023,22 @@ async fn a_corrupt_mount_record_does_not_break_list() {
     )
     .await;
     for name in ["policy1/good", "policy1/bad"] {
-        let r = call(&a.sock, "VolumeDriver.Create", json!({"Name": name})).await;
+        let r = send(
+            &a.sock,
+            &Request::Create {
+                name: name.into(),
+                opts: Default::default(),
+            },
+        )
+        .await;
         assert_eq!(r["Err"], "", "{r}");
     }
-    let m = call(
+    let m = send(
         &a.sock,
-        "VolumeDriver.Mount",
-        json!({"Name": "policy1/good", "ID": "c1"}),
+        &Request::Mount {
+            name: "policy1/good".into(),
+            id: "c1".into(),
+        },
     )
     .await;
     assert_eq!(m["Err"], "", "{m}");
@@ -899,7 +1050,7 @@ async fn a_corrupt_mount_record_does_not_break_list() {
     )
     .await
     .unwrap();
-    let list = call(&a.sock, "VolumeDriver.List", json!({})).await;
+    let list = send(&a.sock, &Request::List).await;
     assert_eq!(list["Err"], "", "{list}");
     let vols: Vec<(String, String)> = list["Volumes"]
         .as_array()

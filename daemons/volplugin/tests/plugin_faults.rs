@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use plugin_common::*;
-use serde_json::json;
 use volcore::policy::BackendKind;
 use volcore::testing::{CountingKv, FakeDriver, Fault, FlakyKv, KvFault, Step};
 use volcore::{Drivers, KvStore, VolumeRef};
+use volcore_api::docker::Request;
 use volplugin::LeaseLossAction;
 
 fn drivers(f: &FakeDriver) -> Drivers {
@@ -44,22 +44,40 @@ async fn record(kv: &Arc<dyn KvStore>, prefix: &str, host: &str, v: &str) -> boo
 }
 
 async fn mount(h: &Host, v: &str, id: &str) -> String {
-    err_of(&call(&h.sock, "VolumeDriver.Mount", json!({"Name": v, "ID": id})).await)
+    err_of(
+        &send(
+            &h.sock,
+            &Request::Mount {
+                name: v.into(),
+                id: id.into(),
+            },
+        )
+        .await,
+    )
 }
 
 async fn unmount(h: &Host, v: &str, id: &str) -> String {
     err_of(
-        &call(
+        &send(
             &h.sock,
-            "VolumeDriver.Unmount",
-            json!({"Name": v, "ID": id}),
+            &Request::Unmount {
+                name: v.into(),
+                id: id.into(),
+            },
         )
         .await,
     )
 }
 
 async fn create(h: &Host, v: &str) {
-    let r = call(&h.sock, "VolumeDriver.Create", json!({"Name": v})).await;
+    let r = send(
+        &h.sock,
+        &Request::Create {
+            name: v.into(),
+            opts: Default::default(),
+        },
+    )
+    .await;
     assert_eq!(err_of(&r), "", "create {v}");
 }
 
@@ -350,10 +368,11 @@ async fn an_unmount_while_the_store_is_down_still_unmounts() {
         "the backend lock was not released: {:?}",
         fa.calls()
     );
-    let path = call(
+    let path = send(
         &a.sock,
-        "VolumeDriver.Path",
-        json!({"Name": "policy1/down"}),
+        &Request::Path {
+            name: "policy1/down".into(),
+        },
     )
     .await;
     assert_eq!(path["Mountpoint"], "");
@@ -404,11 +423,23 @@ async fn mount_costs_two_transactions_and_get_path_none() {
     assert_eq!(mount(&a, "policy1/rt", "c2").await, "");
     let c = counting.take();
     assert_eq!((c.txn, c.total()), (1, 1), "second Mount: {c:?}");
-    let got = call(&a.sock, "VolumeDriver.Get", json!({"Name": "policy1/rt"})).await;
+    let got = send(
+        &a.sock,
+        &Request::Get {
+            name: "policy1/rt".into(),
+        },
+    )
+    .await;
     assert_eq!(err_of(&got), "");
     assert_eq!(got["Volume"]["Status"]["lock"]["host"], "host-a", "{got}");
     assert_eq!(got["Volume"]["Status"]["mounted"]["users"], 2, "{got}");
-    let path = call(&a.sock, "VolumeDriver.Path", json!({"Name": "policy1/rt"})).await;
+    let path = send(
+        &a.sock,
+        &Request::Path {
+            name: "policy1/rt".into(),
+        },
+    )
+    .await;
     assert_ne!(path["Mountpoint"], "");
     let c = counting.take();
     assert_eq!(c.total(), 0, "Get and Path of a mounted volume: {c:?}");

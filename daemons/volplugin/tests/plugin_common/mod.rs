@@ -25,6 +25,13 @@ pub fn tmp(name: &str) -> PathBuf {
     p
 }
 
+/// Sends a typed Docker request (its endpoint and the body Docker would send); the
+/// answer as Docker reads it.
+pub async fn send(sock: &Path, req: &volcore_api::docker::Request) -> Value {
+    call(sock, req.endpoint(), req.body()).await
+}
+
+/// A raw request: `body` to `endpoint` (for bodies the protocol types cannot express).
 pub async fn call(sock: &Path, endpoint: &str, body: Value) -> Value {
     let mut s = tokio::net::UnixStream::connect(sock)
         .await
@@ -101,6 +108,8 @@ pub struct HostSpec {
     pub state: PathBuf,
     /// The cgroup v1 parent whose cgroups get rate limits.
     pub cgroup_parent: PathBuf,
+    /// The policy of names without `policy/` (default `policy1`).
+    pub default_policy: Option<PolicyName>,
 }
 
 impl HostSpec {
@@ -120,7 +129,14 @@ impl HostSpec {
             on_loss: LeaseLossAction::Unmount,
             state: dir.join(format!("state-{host}")),
             cgroup_parent: PathBuf::from("volcore-test-unused"),
+            default_policy: Some(PolicyName::new("policy1").unwrap()),
         }
+    }
+
+    /// No default policy: every name must be `policy/volume`.
+    pub fn no_default_policy(mut self) -> Self {
+        self.default_policy = None;
+        self
     }
 
     pub fn cgroup_parent(mut self, p: &str) -> Self {
@@ -145,7 +161,7 @@ impl HostSpec {
             host: HostName::new(&self.host).unwrap(),
             state_dir: self.state.clone(),
             prefix: self.prefix.clone(),
-            default_policy: Some(PolicyName::new("policy1").unwrap()),
+            default_policy: self.default_policy.clone(),
             on_lease_loss: self.on_loss,
             cgroup_parent: self.cgroup_parent.clone(),
             cgroup_v2: None,
