@@ -893,7 +893,7 @@ async fn parallel_mounts_from_two_hosts() {
                 send(
                     &a.sock,
                     &Request::Create {
-                        name: (format!("{p}/v{i}")).into(),
+                        name: format!("{p}/v{i}"),
                         opts: Default::default()
                     }
                 )
@@ -933,8 +933,8 @@ async fn parallel_mounts_from_two_hosts() {
                     send(
                         &sock,
                         &Request::Mount {
-                            name: name.into(),
-                            id: (format!("{h}{i}")).into(),
+                            name,
+                            id: format!("{h}{i}"),
                         },
                     )
                     .await
