@@ -173,6 +173,13 @@ impl Keys {
         format!("{}/locks/{kind}/{}/{}", self.prefix, v.policy, v.volume)
     }
 
+    /// `attempts/<id>`: written (on the acquirer's lease) to void a lock acquisition
+    /// whose answer was lost, so that it cannot apply late; every acquisition checks its
+    /// own is absent.
+    pub fn lock_attempt(&self, id: &str) -> String {
+        format!("{}/attempts/{id}", self.prefix)
+    }
+
     /// `locks/` or `locks/<kind>/`.
     pub fn locks(&self, kind: Option<LockKind>) -> String {
         match kind {

@@ -34,7 +34,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::keys::{Keys, LockKind};
-use crate::kv::{Entry, KvError, KvStore, LeaseId, Precondition, Revision, TxnOp, WatchEvent};
+use crate::kv::{
+    Entry, KvError, KvStore, LeaseId, Precondition, PutOpts, Revision, TxnOp, WatchEvent,
+};
 use crate::name::{HostName, VolumeRef};
 
 /// Why a lock is held.
@@ -373,12 +375,22 @@ impl Locker {
         checks: &[TxnOp],
     ) -> Result<(Vec<HeldLock>, Vec<Option<Entry>>), LockError> {
         let now = SystemTime::now();
-        let res = self.acquire_at(reqs, lease, wait, checks, now).await;
+        // Every transaction of this acquisition applies only while its attempt key is
+        // absent: writing that key voids one that is still on its way to the store.
+        let attempt = self
+            .keys
+            .lock_attempt(&format!("{:016x}", rand::random::<u64>()));
+        let mut guarded = checks.to_vec();
+        guarded.push(TxnOp::Check {
+            key: attempt.clone(),
+            pre: Precondition::Absent,
+        });
+        let res = self.acquire_at(reqs, lease, wait, &guarded, now).await;
         if let Err(LockError::Kv(e)) = &res {
             if e.is_retryable() {
-                // The store may have applied what it did not answer: the locks would
-                // then stay on a live lease for ever.
-                self.undo_unanswered(reqs, lease, now);
+                // The store may have applied what it did not answer, or may yet: the
+                // locks would then stay on a live lease for ever.
+                self.undo_unanswered(reqs, lease, now, attempt);
             }
         }
         res
@@ -399,12 +411,20 @@ impl Locker {
         }
     }
 
-    /// Deletes, in the background, the locks an unanswered acquisition at `now` may have
-    /// written: only keys whose value is exactly what that acquisition wrote (its own
-    /// `since`), at the revision read, so a lock held before (re-bound, not rewritten)
-    /// or by anyone else is never touched. Retried while the store is down, for a bounded
-    /// time.
-    fn undo_unanswered(&self, reqs: &[LockRequest], lease: &LeaseId, now: SystemTime) {
+    /// Undoes, in the background, an acquisition at `now` whose answer was lost. First
+    /// it voids the acquisition by writing its `attempt` key (on the lease), so that a
+    /// transaction still on its way cannot apply later; then, since nothing more can
+    /// land, it deletes the keys whose value is exactly what that acquisition wrote (its
+    /// own `since`), at the revision read, so a lock held before (re-bound, not
+    /// rewritten) or by anyone else is never touched. Retried while the store is down,
+    /// for a bounded time.
+    fn undo_unanswered(
+        &self,
+        reqs: &[LockRequest],
+        lease: &LeaseId,
+        now: SystemTime,
+        attempt: String,
+    ) {
         let expected: Vec<(String, Vec<u8>)> = reqs
             .iter()
             .filter_map(|r| {
@@ -413,9 +433,25 @@ impl Locker {
             })
             .collect();
         let kv = self.kv.clone();
+        let lease = lease.clone();
         tokio::spawn(async move {
             let mut pause = Duration::from_millis(100);
+            let mut voided = false;
             for _ in 0..40 {
+                if !voided {
+                    let void = PutOpts::absent().with_lease(lease.clone());
+                    match kv.put(&attempt, Vec::new(), void).await {
+                        // Voided now, or by an earlier try whose answer was lost.
+                        Ok(_) | Err(KvError::Conflict { .. }) => voided = true,
+                        // The lease is gone, and every lock taken with it.
+                        Err(KvError::LeaseLost { .. }) => return,
+                        Err(_) => {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(5));
+                            continue;
+                        }
+                    }
+                }
                 let mut done = true;
                 for (key, bytes) in &expected {
                     let res = match kv.get(key).await {

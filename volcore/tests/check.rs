@@ -528,6 +528,40 @@ async fn an_unanswered_lock_acquisition_leaves_no_lock() {
     panic!("the unanswered acquisition's locks stayed");
 }
 
+/// A lock acquisition that times out but reaches the store later (a request stuck at a
+/// frozen etcd member, forwarded when it resumes; seen in the three-member cluster test)
+/// leaves no lock: the undo must not conclude "nothing was written" before the late
+/// write lands (before: it saw no lock, stopped, and the late write left the volume
+/// locked by a live lease for ever).
+#[tokio::test]
+async fn an_acquisition_that_applies_after_its_timeout_leaves_no_lock() {
+    use volcore::testing::{FlakyKv, KvFault};
+    let e = env().await;
+    let v = vref("p/late");
+    let flaky = FlakyKv::new(e.kv.clone());
+    flaky.inject(
+        1,
+        KvFault::TimeoutThenApplyLater(Duration::from_millis(300)),
+        |c| c.writes("/locks/mount/p/late"),
+    );
+    let locker =
+        Locker::new(Arc::new(flaky.clone()), Keys::default(), host("m1")).with_owner("engine-op-1");
+    let lease = e.kv.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let reqs = [
+        LockRequest::new(LockKind::Mount, v.clone(), LockReason::Create),
+        LockRequest::new(LockKind::Op, v.clone(), LockReason::Create),
+    ];
+    assert!(locker.acquire(&reqs, &lease, Duration::ZERO).await.is_err());
+    assert_eq!(flaky.hits(), 1);
+    // Well after the late write would have landed.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let left = e.kv.list(&Keys::default().locks(None)).await.unwrap();
+    assert!(
+        left.is_empty(),
+        "the late acquisition's locks stayed: {left:?}"
+    );
+}
+
 /// A remove whose record delete goes unanswered after the storage is destroyed retries
 /// it, so no record is left naming destroyed storage (before: the remove failed and left
 /// exactly that — seen on a three-member etcd cluster with a frozen member).

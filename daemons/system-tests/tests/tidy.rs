@@ -186,6 +186,7 @@ const KEY_DIRS: &[&str] = &[
     "maintenance",
     "snapshot-signals",
     "leader",
+    "attempts",
 ];
 
 /// Lines that build a store key by hand: `{prefix}/volumes…`, or `"{}/locks…"` next to a

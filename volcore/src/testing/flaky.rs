@@ -73,6 +73,10 @@ pub enum KvFault {
     Hang,
     /// Answers late: waits this long, then reaches the store as usual.
     Slow(Duration),
+    /// Times out at once, and reaches the store (applies) this long afterwards — a
+    /// request stuck at a frozen etcd member that forwards it when it resumes. Writes
+    /// (`txn`, `put`, `delete`) only; other calls just time out.
+    TimeoutThenApplyLater(Duration),
 }
 
 type Pred = Box<dyn Fn(&KvCall<'_>) -> bool + Send + Sync>;
@@ -243,6 +247,22 @@ fn lost<T>(r: Result<T, KvError>, op: &'static str) -> Result<T, KvError> {
     })
 }
 
+/// Times out now; `apply` reaches the store after `d`, in the background.
+fn later<T>(
+    d: Duration,
+    op: &'static str,
+    apply: impl std::future::Future<Output = Result<(), KvError>> + Send + 'static,
+) -> Result<T, KvError> {
+    tokio::spawn(async move {
+        tokio::time::sleep(d).await;
+        let _ = apply.await;
+    });
+    Err(KvError::Timeout {
+        backend: "flaky",
+        op,
+    })
+}
+
 #[async_trait]
 impl KvStore for FlakyKv {
     fn backend(&self) -> &'static str {
@@ -261,22 +281,38 @@ impl KvStore for FlakyKv {
         self.inner.list(prefix).await
     }
     async fn put(&self, key: &str, value: Vec<u8>, opts: PutOpts) -> Result<Revision, KvError> {
-        if self.enter(KvCall::Put(key)).await?.is_some() {
-            return lost(self.inner.put(key, value, opts).await, "put");
+        match self.enter(KvCall::Put(key)).await? {
+            Some(KvFault::TimeoutThenApplyLater(d)) => {
+                let (inner, key) = (self.inner.clone(), key.to_owned());
+                later(d, "put", async move {
+                    inner.put(&key, value, opts).await.map(drop)
+                })
+            }
+            Some(_) => lost(self.inner.put(key, value, opts).await, "put"),
+            None => self.inner.put(key, value, opts).await,
         }
-        self.inner.put(key, value, opts).await
     }
     async fn delete(&self, key: &str, pre: Precondition) -> Result<bool, KvError> {
-        if self.enter(KvCall::Delete(key)).await?.is_some() {
-            return lost(self.inner.delete(key, pre).await, "delete");
+        match self.enter(KvCall::Delete(key)).await? {
+            Some(KvFault::TimeoutThenApplyLater(d)) => {
+                let (inner, key) = (self.inner.clone(), key.to_owned());
+                later(d, "delete", async move {
+                    inner.delete(&key, pre).await.map(drop)
+                })
+            }
+            Some(_) => lost(self.inner.delete(key, pre).await, "delete"),
+            None => self.inner.delete(key, pre).await,
         }
-        self.inner.delete(key, pre).await
     }
     async fn txn(&self, ops: Vec<TxnOp>) -> Result<TxnOutcome, KvError> {
-        if self.enter(KvCall::Txn(&ops)).await?.is_some() {
-            return lost(self.inner.txn(ops).await, "txn");
+        match self.enter(KvCall::Txn(&ops)).await? {
+            Some(KvFault::TimeoutThenApplyLater(d)) => {
+                let inner = self.inner.clone();
+                later(d, "txn", async move { inner.txn(ops).await.map(drop) })
+            }
+            Some(_) => lost(self.inner.txn(ops).await, "txn"),
+            None => self.inner.txn(ops).await,
         }
-        self.inner.txn(ops).await
     }
     async fn watch(&self, prefix: &str, after: Option<Revision>) -> Result<WatchStream, KvError> {
         if self.enter(KvCall::Watch(prefix)).await?.is_some() {
