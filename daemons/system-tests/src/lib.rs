@@ -459,19 +459,11 @@ pub const DOCKER_PLUGINS: &str = "/run/docker/plugins";
 
 /// Waits (up to 20 s) until volmaster at `addr` is ready (`/readyz` 200).
 pub fn wait_ready(addr: &str) {
-    use std::io::{Read, Write};
+    let (c, rt) = client(&format!("http://{addr}"));
     let start = std::time::Instant::now();
     loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            let _ = write!(
-                s,
-                "GET /readyz HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n"
-            );
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
-            if out.starts_with("HTTP/1.1 200") {
-                return;
-            }
+        if rt.block_on(c.ready()).is_ok() {
+            return;
         }
         assert!(
             start.elapsed() < std::time::Duration::from_secs(20),

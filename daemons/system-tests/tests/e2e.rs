@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use volcore_system_tests::{wait_ready, Out};
+use volcore_system_tests::{client, wait_ready, Out};
 
 struct Master {
     child: Child,
@@ -760,4 +760,36 @@ fn use_exec_stops_the_command_when_its_session_cannot_be_renewed() {
     std::io::Read::read_to_string(&mut cli.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("could not be renewed"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The typed client (what volcli, the load generator and orchestrators use) against the
+/// real binary: it reads back what volcli wrote, and a missing volume is a typed 404.
+#[test]
+fn typed_client_reads_what_volcli_wrote() {
+    let m = setup();
+    volcli(&m, &["volume", "create", "policy1/typed"], None).ok();
+    let (c, rt) = client(&m.url);
+    let v = volcore::VolumeRef::parse("policy1/typed").unwrap();
+    let info = rt.block_on(c.volume(&v)).unwrap();
+    assert_eq!(info.volume.name.as_str(), "typed");
+    let shown = volcli(&m, &["--json", "volume", "get", "policy1/typed"], None)
+        .ok()
+        .json();
+    assert_eq!(serde_json::to_value(&info).unwrap(), shown);
+    let listed = rt.block_on(c.volumes(Some(&v.policy))).unwrap();
+    assert!(listed.iter().any(|x| x.name.as_str() == "typed"));
+    let gone = volcore::VolumeRef::parse("policy1/never").unwrap();
+    let err = rt.block_on(c.volume(&gone)).unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    assert_eq!(
+        err.code(),
+        Some(volcore_api::ErrorCode::VolumeNotFound),
+        "{err}"
+    );
+    rt.block_on(c.remove(&v, volcore_api::RemoveOptions::default()))
+        .unwrap();
+    assert_eq!(
+        volcli(&m, &["volume", "get", "policy1/typed"], None).code,
+        3
+    );
 }
