@@ -464,7 +464,7 @@ async fn run(cli: Cli) -> Res<u8> {
                     let ev = match ev {
                         Ok(ev) => ev,
                         Err(e @ ClientError::Decode { .. }) => {
-                            eprintln!("volcli: skipping a watch line: {e}");
+                            eprintln!("volcli: ignoring a watch line it cannot read: {e}");
                             continue;
                         }
                         Err(e) => return Err(Fail::new(1, format!("watch stream broke: {e}"))),
