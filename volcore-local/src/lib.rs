@@ -232,28 +232,15 @@ impl LocalDriver {
         file: &Path,
         timeout: Duration,
     ) -> Result<(), DriverError> {
-        for dev in loopdev::of_file(file) {
-            let res = self
-                .run(
-                    "detach",
-                    v,
-                    Cmd::new(
-                        "losetup",
-                        ["-d".to_owned(), dev.display().to_string()],
-                        timeout,
-                    ),
-                )
-                .await;
-            // A device that no longer backs the file was detached meanwhile (the kernel
-            // or a concurrent detach got there first: "No such device or address"): that
-            // is the state this call wants.
-            if res.is_err() && !loopdev::of_file(file).contains(&dev) {
-                debug!(volume = %v, device = %dev.display(), "loop device was already detached");
-                continue;
-            }
-            res?;
-        }
-        Ok(())
+        loopdev::detach_all(file, |dev| async move {
+            let cmd = Cmd::new(
+                "losetup",
+                ["-d".to_owned(), dev.display().to_string()],
+                timeout,
+            );
+            self.run("detach", v, cmd).await.map(drop)
+        })
+        .await
     }
 
     /// Mount points of `file` on this host (through any loop device backing it).

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::keys::Keys;
-use crate::kv::{KvError, KvStore, LeaseId, Precondition, PutOpts, TxnOp};
+use crate::kv::{Entry, KvError, KvStore, LeaseId, Precondition, PutOpts, TxnOp};
 use crate::name::HostName;
 
 /// The record at `hosts/<host>`, bound to the host's lease.
@@ -176,10 +176,6 @@ impl HostIdentity {
     }
 }
 
-fn decode(e: &crate::kv::Entry) -> Result<HostRecord, KvError> {
-    e.decode()
-}
-
 /// Publishes `hosts/<host>` on `lease` (see the module docs); returns the record.
 pub async fn register(
     kv: &dyn KvStore,
@@ -209,7 +205,7 @@ pub async fn register(
         let Some(e) = kv.get(&key).await? else {
             continue; // expired meanwhile
         };
-        let other = match decode(&e) {
+        let other = match e.decode::<HostRecord>() {
             Ok(o) => o,
             Err(err) => {
                 warn!(error = %err, "replacing a corrupt host record");
@@ -241,5 +237,9 @@ pub async fn register(
 
 /// Every live host record.
 pub async fn list(kv: &dyn KvStore, keys: &Keys) -> Result<Vec<HostRecord>, KvError> {
-    kv.list(&keys.hosts()).await?.iter().map(decode).collect()
+    kv.list(&keys.hosts())
+        .await?
+        .iter()
+        .map(Entry::decode::<HostRecord>)
+        .collect()
 }

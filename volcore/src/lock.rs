@@ -278,10 +278,6 @@ impl Locker {
         &self.host
     }
 
-    fn decode(&self, e: &Entry) -> Result<LockHolder, KvError> {
-        e.decode()
-    }
-
     fn is_ours(&self, holder: &LockHolder) -> bool {
         let same_identity = match (&holder.host_id, &self.host_id) {
             (Some(theirs), Some(ours)) => theirs == ours,
@@ -556,7 +552,7 @@ impl Locker {
                         held.push((lock, true));
                     }
                     Some(e) => {
-                        let h = self.decode(e)?;
+                        let h = e.decode::<LockHolder>()?;
                         if self.is_ours(&h) {
                             let lock = HeldLock {
                                 key: key.clone(),
@@ -707,7 +703,7 @@ impl Locker {
                 }
                 Err(KvError::Conflict { .. }) => {
                     let now = match self.kv.get(&h.key).await? {
-                        Some(e) => Some(Box::new(self.decode(&e)?)),
+                        Some(e) => Some(Box::new(e.decode::<LockHolder>()?)),
                         None => None,
                     };
                     first_err.get_or_insert(LockError::NotHeld {
@@ -730,7 +726,7 @@ impl Locker {
         match self.kv.get(&self.keys.lock(kind, volume)).await? {
             None => Ok(None),
             Some(e) => Ok(Some(LockInfo {
-                holder: self.decode(&e)?,
+                holder: e.decode::<LockHolder>()?,
                 token: e.create_rev,
             })),
         }
@@ -743,7 +739,7 @@ impl Locker {
             .iter()
             .map(|e| {
                 Ok(LockInfo {
-                    holder: self.decode(e)?,
+                    holder: e.decode::<LockHolder>()?,
                     token: e.create_rev,
                 })
             })
@@ -763,7 +759,7 @@ impl Locker {
         let mut ops = Vec::new();
         let mut removed = Vec::new();
         for e in current.into_iter().flatten() {
-            removed.push(self.decode(&e)?);
+            removed.push(e.decode::<LockHolder>()?);
             ops.push(TxnOp::Delete {
                 key: e.key.clone(),
                 // The exact entry read: same create and mod revision.
@@ -782,7 +778,7 @@ impl Locker {
             }
             Err(KvError::Conflict { key, .. }) => {
                 let now = match self.kv.get(&key).await? {
-                    Some(e) => Some(Box::new(self.decode(&e)?)),
+                    Some(e) => Some(Box::new(e.decode::<LockHolder>()?)),
                     None => None,
                 };
                 Err(LockError::Changed { key, now })

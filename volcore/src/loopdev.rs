@@ -18,6 +18,26 @@ pub fn devices() -> Vec<(PathBuf, PathBuf)> {
         .collect()
 }
 
+/// Detaches every loop device backing `file`, each through `detach` (the driver's
+/// `losetup -d` with its timeout and error mapping). A device that no longer backs the
+/// file when its detach fails was detached meanwhile (the kernel or a concurrent detach
+/// got there first: "No such device or address") — the state wanted, not an error.
+pub async fn detach_all<E, F, Fut>(file: &Path, mut detach: F) -> Result<(), E>
+where
+    F: FnMut(PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    for dev in of_file(file) {
+        if let Err(e) = detach(dev.clone()).await {
+            if of_file(file).contains(&dev) {
+                return Err(e);
+            }
+            tracing::debug!(device = %dev.display(), "loop device was already detached");
+        }
+    }
+    Ok(())
+}
+
 /// The loop devices backed by `file`.
 pub fn of_file(file: &Path) -> Vec<PathBuf> {
     devices()

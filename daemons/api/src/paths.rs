@@ -65,14 +65,6 @@ pub fn segments<'a>(template: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     out
 }
 
-/// The parameter names of a route (`["policy", "volume"]`).
-pub fn params(template: &str) -> Vec<&str> {
-    template
-        .split('/')
-        .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +76,9 @@ mod tests {
             ["v1", "volumes", "p", "v", "copy"]
         );
         assert_eq!(segments(POLICIES, &[]), ["v1", "policies"]);
-        assert_eq!(params(POLICY_REVISION), ["policy", "revision"]);
+        assert_eq!(
+            segments(POLICY_REVISION, &["p", "7"]),
+            ["v1", "policies", "p", "revisions", "7"]
+        );
     }
 }

@@ -167,6 +167,21 @@ impl StoreArgs {
     }
 }
 
+/// Where the Docker plugin listens: `<socket-dir>/<name>.sock`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PluginArgs {
+    /// Plugin name: the socket is `<socket-dir>/<name>.sock`; `docker volume create -d <name>`.
+    #[arg(long, env = "VOLPLUGIN_NAME", default_value = "volplugin")]
+    pub plugin_name: String,
+    /// Where Docker looks for plugin sockets.
+    #[arg(
+        long,
+        env = "VOLPLUGIN_SOCKET_DIR",
+        default_value = "/run/docker/plugins"
+    )]
+    pub socket_dir: std::path::PathBuf,
+}
+
 /// The storage drivers a daemon serves.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DriverArgs {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Parser;
 use volcore::PolicyName;
-use volcore_daemon::{DriverArgs, StoreArgs};
+use volcore_daemon::{DriverArgs, PluginArgs, StoreArgs};
 use volplugin::{LeaseLossAction, PluginConfig, PluginDeps};
 
 #[derive(Parser)]
@@ -15,16 +15,8 @@ use volplugin::{LeaseLossAction, PluginConfig, PluginDeps};
     about = "Docker VolumeDriver plugin: policy/volume names, lease-backed mount locks"
 )]
 struct Args {
-    /// Plugin name: the socket is `<socket-dir>/<name>.sock`; `docker volume create -d <name>`.
-    #[arg(long, env = "VOLPLUGIN_NAME", default_value = "volplugin")]
-    plugin_name: String,
-    /// Where Docker looks for plugin sockets.
-    #[arg(
-        long,
-        env = "VOLPLUGIN_SOCKET_DIR",
-        default_value = "/run/docker/plugins"
-    )]
-    socket_dir: PathBuf,
+    #[command(flatten)]
+    plugin: PluginArgs,
     #[command(flatten)]
     store: StoreArgs,
     /// Host label recorded in locks and mount records (default: the host name).
@@ -69,14 +61,14 @@ async fn main() -> Result<()> {
     let kv = a.store.open().await?;
     let d = &a.drivers;
     let drivers = volcore_daemon::drivers(&d.local_state, Some(&d.ceph), d.allow_null_backend)?;
-    let state_dir = a
-        .state_dir
-        .unwrap_or_else(|| PathBuf::from(format!("/var/lib/volcore/plugin-{}", a.plugin_name)));
+    let state_dir = a.state_dir.unwrap_or_else(|| {
+        PathBuf::from(format!("/var/lib/volcore/plugin-{}", a.plugin.plugin_name))
+    });
     let cfg = PluginConfig {
-        socket_dir: a.socket_dir,
+        socket_dir: a.plugin.socket_dir,
         state_dir,
         cgroup_parent: a.cgroup_parent,
-        plugin_name: a.plugin_name,
+        plugin_name: a.plugin.plugin_name,
         host,
         prefix: a.store.prefix,
         default_policy,

@@ -24,16 +24,8 @@ struct Args {
     /// volmaster's address.
     #[arg(long, env = "VOLMASTER_LISTEN", default_value = "127.0.0.1:9005")]
     listen: SocketAddr,
-    /// Plugin name (`docker volume create -d <name>`).
-    #[arg(long, env = "VOLPLUGIN_NAME", default_value = "volplugin")]
-    plugin_name: String,
-    /// Where Docker looks for plugin sockets.
-    #[arg(
-        long,
-        env = "VOLPLUGIN_SOCKET_DIR",
-        default_value = "/run/docker/plugins"
-    )]
-    socket_dir: PathBuf,
+    #[command(flatten)]
+    plugin: volcore_daemon::PluginArgs,
     /// Serve the `null` backend too.
     #[arg(long)]
     allow_null_backend: bool,
@@ -77,8 +69,8 @@ async fn main() -> Result<()> {
         allow_null_backend: false, // already in `drivers` when allowed
     };
     let pcfg = PluginConfig {
-        socket_dir: a.socket_dir,
-        plugin_name: a.plugin_name,
+        socket_dir: a.plugin.socket_dir,
+        plugin_name: a.plugin.plugin_name,
         host: HostName::new(host.as_str())?,
         prefix: Keys::DEFAULT_PREFIX.into(),
         default_policy: Some(p1),

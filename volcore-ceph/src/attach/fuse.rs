@@ -141,21 +141,14 @@ impl Attacher for Fuse {
         if !st.fuse_mounted(&dir) {
             return Ok(());
         }
-        for dev in loopdev::of_file(&file) {
-            let res = cli
-                .run(
-                    "detach",
-                    &what,
-                    Cmd::new("losetup", ["-d".to_owned(), dev.display().to_string()], t),
-                )
-                .await;
-            // Detached meanwhile (the kernel or a concurrent detach was first): the state
-            // this call wants.
-            if res.is_err() && !loopdev::of_file(&file).contains(&dev) {
-                continue;
+        loopdev::detach_all(&file, |dev| {
+            let what = &what;
+            async move {
+                let cmd = Cmd::new("losetup", ["-d".to_owned(), dev.display().to_string()], t);
+                cli.run("detach", what, cmd).await.map(drop)
             }
-            res?;
-        }
+        })
+        .await?;
         // The kernel detaches a loop device only when its last opener (udev's probe after
         // mkfs, say) lets go; until then the file keeps rbd-fuse busy.
         let deadline = tokio::time::Instant::now() + FUSE_UMOUNT_PATIENCE;

@@ -302,10 +302,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn decode_volume(e: &crate::kv::Entry) -> Result<Volume, KvError> {
-    e.decode()
-}
-
 /// How long a mount waits for a starting host's re-adoption before it is refused.
 const ADOPTION_PATIENCE: Duration = Duration::from_secs(2);
 
@@ -834,7 +830,7 @@ impl HostMounts {
                 }
                 return Err(MountError::VolumeNotFound { volume: v.clone() });
             };
-            let vol = match decode_volume(&ve) {
+            let vol = match ve.decode::<Volume>() {
                 Ok(vol) => vol,
                 Err(e) => {
                     if let Some(h) = &held {
@@ -1247,7 +1243,7 @@ impl HostMounts {
             let vol = match &record.volume {
                 Some(vol) => vol.clone(),
                 None => match self.inner.kv.get(&self.inner.keys.volume(&v)).await? {
-                    Some(ve) => decode_volume(&ve)?,
+                    Some(ve) => ve.decode::<Volume>()?,
                     None => {
                         warn!(volume = %v, "a mount record names a volume that has no record (and is from before records kept it); leaving it for volcli check");
                         continue;
