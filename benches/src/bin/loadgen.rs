@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use volcore::kv::{KvStore, Precondition, PutOpts, TxnOp};
-use volcore::{Drivers, HostName, PolicyName, VolumeName, VolumeRef};
+use volcore::{
+    Drivers, GlobalConfig, HostName, Keys, LeaseKeeper, PolicyName, VolumeName, VolumeRef, Volumes,
+};
 use volcore_api::{Client, RemoveOptions};
 use volcore_kv::{EtcdConfig, EtcdKv};
 use volmaster::{serve, MasterConfig, MasterDeps};
@@ -95,11 +97,35 @@ fn floor_txn(ns: &str, i: usize, step: &str) -> Vec<TxnOp> {
 /// and REST alike: a put, a txn, a get, two txns in sequence — the least a create or
 /// remove can cost, since both take their locks in one durable txn and publish (or
 /// delete) in a second one after the storage work — and an HTTP round trip to a handler
-/// that does no store work.
-const FLOOR: [&str; 5] = ["etcd put", "etcd txn", "etcd get", "etcd txn+txn", "http"];
+/// that does no store work — and the engine's create and remove called in-process (the
+/// REST cycle without HTTP, JSON or the handler), which splits the gap between the REST
+/// cycle and the bare txns into what the store work adds and what the REST layer adds.
+const FLOOR: [&str; 7] = [
+    "etcd put",
+    "etcd txn",
+    "etcd get",
+    "etcd txn+txn",
+    "http",
+    "engine create",
+    "engine remove",
+];
 
-async fn floor_step(kv: &EtcdKv, client: &Client, i: usize, step: &str) -> Result<()> {
+struct Floor<'a> {
+    kv: &'a EtcdKv,
+    client: &'a Client,
+    engine: &'a Volumes,
+    policy: &'a PolicyName,
+}
+
+async fn floor_step(f: &Floor<'_>, i: usize, step: &str) -> Result<()> {
+    let (kv, client) = (f.kv, f.client);
     let ns = format!("/loadgen-floor-{}", std::process::id());
+    let engine_vol = || -> Result<VolumeRef> {
+        Ok(VolumeRef::new(
+            f.policy.clone(),
+            VolumeName::new(format!("engine-i{i}"))?,
+        ))
+    };
     match step {
         "etcd put" => {
             kv.put(
@@ -119,6 +145,12 @@ async fn floor_step(kv: &EtcdKv, client: &Client, i: usize, step: &str) -> Resul
             kv.txn(floor_txn(&ns, i, "lock")).await?;
             kv.txn(floor_txn(&ns, i, "publish")).await?;
         }
+        "engine create" => {
+            f.engine.create(&engine_vol()?, &BTreeMap::new()).await?;
+        }
+        "engine remove" => {
+            f.engine.remove(&engine_vol()?, false, None).await?;
+        }
         _ => {
             client.health().await?;
         }
@@ -135,10 +167,11 @@ async fn main() -> Result<()> {
     let kv: Arc<dyn KvStore> = Arc::new(etcd.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    let prefix = format!("/loadgen-{}", std::process::id());
     let cfg = MasterConfig {
         listen: addr,
         kv_spec: format!("etcd://{}", a.etcd),
-        prefix: format!("/loadgen-{}", std::process::id()),
+        prefix: prefix.clone(),
         host: HostName::new("loadgen")?,
         allow_null_backend: true,
     };
@@ -146,7 +179,7 @@ async fn main() -> Result<()> {
     let server = tokio::spawn(serve(
         cfg,
         MasterDeps {
-            kv,
+            kv: kv.clone(),
             drivers: Drivers::new(),
         },
         listener,
@@ -172,6 +205,18 @@ async fn main() -> Result<()> {
         .await
         .context("policy upload")?;
     let no_options = BTreeMap::new();
+    // The in-process engine of the floor: the same store, prefix, policy and null driver
+    // as the served volmaster, with its own lease.
+    let keeper = LeaseKeeper::start(kv.clone(), Duration::from_secs(30)).await?;
+    let (_global_tx, global) = tokio::sync::watch::channel(GlobalConfig::default());
+    let engine = Arc::new(Volumes::new(
+        kv.clone(),
+        Keys::new(&prefix)?,
+        Drivers::new().with_null(),
+        HostName::new("loadgen-engine")?,
+        keeper.subscribe(),
+        global,
+    ));
     for &n in &a.clients {
         // The concurrent floor: N clients doing nothing but bare etcd txns (two puts
         // each, as a lock txn), as many as the REST round's creates.
@@ -201,23 +246,30 @@ async fn main() -> Result<()> {
         let start = Instant::now();
         let tasks: Vec<_> = (0..n)
             .map(|c| {
-                let (base, iters, etcd, policy, opts) = (
+                let (base, iters, etcd, policy, opts, engine) = (
                     base.clone(),
                     a.iterations,
                     etcd.clone(),
                     policy.clone(),
                     no_options.clone(),
+                    engine.clone(),
                 );
                 tokio::spawn(async move {
                     // One client, one kept-alive connection, per simulated user.
                     let client = Client::new(&base)?;
                     // 0..4: the REST steps; 4..: the floor steps (N = 1 only).
                     let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); 4 + FLOOR.len()];
+                    let floor = Floor {
+                        kv: &etcd,
+                        client: &client,
+                        engine: &engine,
+                        policy: &policy,
+                    };
                     for i in 0..iters {
                         if n == 1 {
                             for (k, step) in FLOOR.into_iter().enumerate() {
                                 let t = Instant::now();
-                                floor_step(&etcd, &client, i, step).await?;
+                                floor_step(&floor, i, step).await?;
                                 lat[4 + k].push(t.elapsed());
                             }
                         }
@@ -338,8 +390,20 @@ async fn main() -> Result<()> {
                 p50[0].as_secs_f64() / txn2.as_secs_f64(),
                 p50[3].as_secs_f64() / txn2.as_secs_f64()
             );
+            // Where the gap lies: the engine's own store work (its txns carry more than
+            // the floor's two puts) against the REST layer on top of it.
+            let (ec, er) = (floor_p50("engine create"), floor_p50("engine remove"));
+            println!(
+                "  engine create p50 = {:.2} x, engine remove p50 = {:.2} x two sequential bare etcd txns; REST adds {:.0} us and {:.0} us to them (http floor {:.0} us)",
+                ec.as_secs_f64() / txn2.as_secs_f64(),
+                er.as_secs_f64() / txn2.as_secs_f64(),
+                (p50[0].as_secs_f64() - ec.as_secs_f64()) * 1e6,
+                (p50[3].as_secs_f64() - er.as_secs_f64()) * 1e6,
+                floor_p50("http").as_secs_f64() * 1e6,
+            );
         }
     }
+    keeper.shutdown().await;
     let _ = stop_tx.send(());
     server.await??;
     Ok(())
