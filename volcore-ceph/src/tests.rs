@@ -147,7 +147,7 @@ async fn krbd_format_maps_formats_and_unmaps() {
         r#"[{"id":"0","pool":"rbd","namespace":"","name":"p.v","snap":"-","device":"/dev/rbd0"}]"#;
     x.ok(&format!("{C} device list --format json"), "[]")
         .ok(&format!("{C} device map rbd/p.v"), "/dev/rbd0\n")
-        .ok("sh -c mkfs.ext4 -q -m0 /dev/rbd0", "")
+        .ok("mkfs.ext4 -q -m0 /dev/rbd0", "")
         .ok(&format!("{C} device list --format json"), mapped)
         .ok(&format!("{C} device unmap /dev/rbd0"), "");
     d.format(&spec("p/v")).await.unwrap();
@@ -163,7 +163,7 @@ async fn a_failed_mkfs_unmaps_and_removes_the_image() {
         r#"[{"id":"0","pool":"rbd","namespace":"","name":"p.v","snap":"-","device":"/dev/rbd0"}]"#;
     x.ok(&format!("{C} device list --format json"), "[]")
         .ok(&format!("{C} device map rbd/p.v"), "/dev/rbd0\n")
-        .fail("sh -c mkfs.ext4 -q -m0 /dev/rbd0", 1, "mkfs failed")
+        .fail("mkfs.ext4 -q -m0 /dev/rbd0", 1, "mkfs failed")
         .ok(&format!("{C} device list --format json"), mapped)
         .ok(&format!("{C} device unmap /dev/rbd0"), "")
         .ok(&format!("{C} rm --no-progress rbd/p.v"), "");

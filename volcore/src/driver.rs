@@ -90,7 +90,10 @@ where
         ))
     })?;
     let dev = attach().await?;
-    let res = run(Cmd::shell(mkfs.render(&dev.display().to_string()), timeout)).await;
+    // The template's words are the argument vector; no shell sees them.
+    let mut argv = mkfs.argv(&dev.display().to_string()).into_iter();
+    let program = argv.next().unwrap_or_default();
+    let res = run(Cmd::new(program, argv, timeout)).await;
     let detached = detach().await;
     res?;
     detached

@@ -30,11 +30,6 @@ impl Cmd {
             timeout,
         }
     }
-
-    /// A shell command line (`sh -c LINE`), for policy mkfs templates.
-    pub fn shell(line: impl Into<String>, timeout: Duration) -> Self {
-        Self::new("sh", ["-c".to_owned(), line.into()], timeout)
-    }
 }
 
 impl fmt::Display for Cmd {
@@ -140,8 +135,9 @@ mod tests {
     #[tokio::test]
     async fn runs_and_captures() {
         let out = SystemExec
-            .run(&Cmd::shell(
-                "echo out; echo err >&2; exit 3",
+            .run(&Cmd::new(
+                "sh",
+                ["-c", "echo out; echo err >&2; exit 3"],
                 Duration::from_secs(5),
             ))
             .await

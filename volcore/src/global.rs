@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::policy::PolicyError;
+use crate::policy::mkfs::is_normalised;
+use crate::policy::{MkfsAllowlist, PolicyError};
 
 /// The global configuration every daemon watches.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -26,6 +27,9 @@ pub struct GlobalConfig {
     pub mount_path: PathBuf,
     /// Debug logging.
     pub debug: bool,
+    /// Programs a policy's mkfs template may run beyond the `mkfs.*` family and `mke2fs`
+    /// (`MkfsPrograms`; see [`MkfsAllowlist`]).
+    pub mkfs_programs: Vec<String>,
 }
 
 impl GlobalConfig {
@@ -92,6 +96,21 @@ impl GlobalConfig {
                         g.mount_path = PathBuf::from(s);
                     }
                 }
+                "mkfsprograms" => {
+                    let list = val.as_array().ok_or_else(|| {
+                        PolicyError::Global(format!(
+                            "{k} must be a list of program names or absolute paths, such as [\"mkfs.zfs\", \"/opt/fs/bin/mkfs\"]"
+                        ))
+                    })?;
+                    g.mkfs_programs = list
+                        .iter()
+                        .map(|e| {
+                            e.as_str().map(str::to_owned).ok_or_else(|| {
+                                PolicyError::Global(format!("{k} entries must be strings, got {e}"))
+                            })
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
                 "debug" => {
                     g.debug = val
                         .as_bool()
@@ -99,7 +118,7 @@ impl GlobalConfig {
                 }
                 _ => {
                     return Err(PolicyError::Global(format!(
-                        "unknown field {k:?}; accepted fields: TTL (seconds), Timeout (minutes), MountPath, Debug"
+                        "unknown field {k:?}; accepted fields: TTL (seconds), Timeout (minutes), MountPath, Debug, MkfsPrograms"
                     )))
                 }
             }
@@ -122,7 +141,15 @@ impl GlobalConfig {
                 self.timeout.as_secs() / 60
             )));
         }
+        for e in &self.mkfs_programs {
+            MkfsAllowlist::check_entry(e).map_err(PolicyError::Global)?;
+        }
         check_mount_path(&self.mount_path)
+    }
+
+    /// The programs a mkfs template may run under this configuration.
+    pub fn mkfs_allowlist(&self) -> MkfsAllowlist {
+        MkfsAllowlist::new(&self.mkfs_programs)
     }
 
     /// The published JSON form (TTL seconds, Timeout minutes).
@@ -136,28 +163,62 @@ fn uint(k: &str, v: &serde_json::Value) -> Result<u64, PolicyError> {
         .ok_or_else(|| PolicyError::Global(format!("{k} must be a whole number ≥ 0, got {v}")))
 }
 
-/// A mount root must be absolute, normalised (no `.` or `..`) and free of NUL bytes.
+/// Where a mount root may not be: system directories, on which a volume mounted at
+/// `<root>/<policy>/<volume>` would hide or replace what the host runs on.
+/// Every top-level `/lib*` directory is one too.
+pub const SYSTEM_DIRS: [&str; 10] = [
+    "/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run", "/var/run",
+];
+
+/// The one place under `/run` a mount root may be.
+pub const RUN_EXCEPTION: &str = "/run/volcore";
+
+/// A mount root must be absolute, normalised (no `.`, `..`, `//` or trailing `/`), free of
+/// NUL bytes, and outside the system directories ([`SYSTEM_DIRS`], every `/lib*`, and `/`
+/// itself), except under `/run/volcore`.
 pub fn check_mount_path(p: &Path) -> Result<(), PolicyError> {
     let s = p.to_string_lossy();
+    let refuse = |why: &str| Err(PolicyError::Global(format!("MountPath {s:?} {why}")));
     if !p.is_absolute() {
-        return Err(PolicyError::Global(format!(
-            "MountPath {s:?} must be an absolute path"
-        )));
+        return refuse("must be an absolute path");
     }
     if s.contains('\0') {
-        return Err(PolicyError::Global("MountPath contains a NUL byte".into()));
+        return refuse("contains a NUL byte");
     }
     if p.components()
         .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
     {
-        return Err(PolicyError::Global(format!(
-            "MountPath {s:?} must not contain . or .. components"
-        )));
+        return refuse("must not contain . or .. components");
+    }
+    if !is_normalised(&s) {
+        return refuse("must be normalised: no empty components (//) and no trailing /");
     }
     if p == Path::new("/") {
-        return Err(PolicyError::Global("MountPath must not be / itself".into()));
+        return refuse("must not be / itself");
+    }
+    if let Some(dir) = system_dir(p) {
+        return refuse(&format!(
+            "is inside the system directory {dir}, where mounting volumes would hide what the host runs on; choose a directory such as /mnt/volcore, /srv/volcore or /var/lib/volcore/mnt"
+        ));
     }
     Ok(())
+}
+
+/// The system directory `p` is or lies under, if any.
+fn system_dir(p: &Path) -> Option<String> {
+    let run_ok = |base: &str| {
+        let exception = RUN_EXCEPTION.replacen("/run", base, 1);
+        p.starts_with(&exception)
+    };
+    for d in SYSTEM_DIRS {
+        if p.starts_with(d) && !(matches!(d, "/run" | "/var/run") && run_ok(d)) {
+            return Some(d.to_owned());
+        }
+    }
+    // Every /lib* (lib32, lib64, libx32, …).
+    let first = p.components().nth(1)?;
+    let name = first.as_os_str().to_string_lossy();
+    name.starts_with("lib").then(|| format!("/{name}"))
 }
 
 impl Default for GlobalConfig {
@@ -167,6 +228,7 @@ impl Default for GlobalConfig {
             timeout: Self::DEFAULT_TIMEOUT,
             mount_path: PathBuf::from(Self::DEFAULT_MOUNT_PATH),
             debug: false,
+            mkfs_programs: Vec::new(),
         }
     }
 }
@@ -181,12 +243,16 @@ impl Serialize for GlobalConfig {
             timeout: u64,
             mount_path: &'a Path,
             debug: bool,
+            // Only when set, so that volplugin's four-field form stays as it was.
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            mkfs_programs: &'a [String],
         }
         Published {
             ttl: self.ttl.as_secs(),
             timeout: self.timeout.as_secs() / 60,
             mount_path: &self.mount_path,
             debug: self.debug,
+            mkfs_programs: &self.mkfs_programs,
         }
         .serialize(s)
     }
@@ -234,6 +300,38 @@ mod tests {
     }
 
     #[test]
+    fn mount_roots_outside_system_directories_are_accepted() {
+        for ok in [
+            "/mnt/ceph",
+            "/srv/volcore",
+            "/var/lib/volcore/mnt",
+            "/run/volcore",
+            "/run/volcore/mnt",
+            "/var/run/volcore/mnt",
+            "/etcetera",
+            "/mnt/etc",
+        ] {
+            let r = check_mount_path(Path::new(ok));
+            assert!(r.is_ok(), "{ok}: {r:?}");
+        }
+        for bad in ["/run/volcore-other", "/lib", "/library"] {
+            assert!(check_mount_path(Path::new(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mkfs_programs_round_trip_and_extend_the_allowlist() {
+        let g = GlobalConfig::from_json(br#"{"MkfsPrograms":["mkfs-special","/opt/fs/mkfs"]}"#)
+            .unwrap();
+        assert!(g.mkfs_allowlist().allows("mkfs-special"));
+        assert!(g.mkfs_allowlist().allows("mkfs.ext4"));
+        assert!(!GlobalConfig::default()
+            .mkfs_allowlist()
+            .allows("mkfs-special"));
+        assert_eq!(GlobalConfig::from_json(&g.to_json()).unwrap(), g);
+    }
+
+    #[test]
     fn rejects_bad_values() {
         for (json, want) in [
             (r#"{"TTL":-1}"#, "whole number"),
@@ -241,6 +339,20 @@ mod tests {
             (r#"{"TTL":7200}"#, "out of range"),
             (r#"{"MountPath":"relative/dir"}"#, "absolute"),
             (r#"{"MountPath":"/mnt/../etc"}"#, ".."),
+            (r#"{"MountPath":"/etc"}"#, "system directory /etc"),
+            (r#"{"MountPath":"/etc/systemd"}"#, "system directory /etc"),
+            (r#"{"MountPath":"/usr/local/mnt"}"#, "system directory /usr"),
+            (r#"{"MountPath":"/lib64/x"}"#, "system directory /lib64"),
+            (r#"{"MountPath":"/libx32"}"#, "system directory /libx32"),
+            (r#"{"MountPath":"/run/other"}"#, "system directory /run"),
+            (r#"{"MountPath":"/var/run/x"}"#, "system directory /var/run"),
+            (r#"{"MountPath":"/proc/self"}"#, "system directory /proc"),
+            (r#"{"MountPath":"/"}"#, "/ itself"),
+            (r#"{"MountPath":"/mnt//ceph"}"#, "normalised"),
+            (r#"{"MountPath":"/mnt/ceph/"}"#, "normalised"),
+            (r#"{"MkfsPrograms":"sh"}"#, "must be a list"),
+            (r#"{"MkfsPrograms":[1]}"#, "must be strings"),
+            (r#"{"MkfsPrograms":["*"]}"#, "every program"),
             (r#"{"Debug":"yes"}"#, "true or false"),
             (r#"{"TTTL":3}"#, "unknown field \"TTTL\""),
             (r#"[1]"#, "JSON object"),

@@ -2,7 +2,7 @@
 //! shape: names and sizes travel as strings, [`Backends`] and [`GlobalConfig`] keep
 //! volplugin's documents. The plain records derive theirs next to their definitions.
 
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
@@ -81,7 +81,13 @@ impl PartialSchema for GlobalConfig {
             )
             .property(
                 "MountPath",
-                string("Absolute mount root: volumes mount at MountPath/policy/volume.", "/mnt/ceph"),
+                string("Mount root: volumes mount at MountPath/policy/volume. Absolute, normalised, and outside /, /etc, /usr, /bin, /sbin, /lib*, /boot, /dev, /proc, /sys and /run (except /run/volcore).", "/mnt/ceph"),
+            )
+            .property(
+                "MkfsPrograms",
+                ArrayBuilder::new()
+                    .items(string("A program name, a name prefix ending in * (mkfs.*), or an absolute path.", "mkfs.zfs"))
+                    .description(Some("Programs a policy's mkfs template may run beyond the mkfs.* family and mke2fs (set by an admin).")),
             )
             .property(
                 "Debug",

@@ -32,6 +32,7 @@ fn global() -> GlobalConfig {
         ttl: Duration::from_secs(30),
         mount_path: PathBuf::from("/mnt/test"),
         debug: false,
+        mkfs_programs: Vec::new(),
     }
 }
 
@@ -291,6 +292,16 @@ async fn host_mounts_on(
     fake: &FakeDriver,
     dir: &std::path::Path,
 ) -> HostMounts {
+    host_mounts_at(kv, e, fake, dir, PathBuf::from("/mnt/h1")).await
+}
+
+async fn host_mounts_at(
+    kv: Arc<dyn KvStore>,
+    e: &Env,
+    fake: &FakeDriver,
+    dir: &std::path::Path,
+    root: PathBuf,
+) -> HostMounts {
     let (_gtx, grx) = watch::channel(global());
     HostMounts::start(
         MountsDeps {
@@ -305,7 +316,7 @@ async fn host_mounts_on(
             state_dir: dir.to_path_buf(),
             owner: "volplugin:h1".into(),
             version: "test".into(),
-            mount_root: Some(PathBuf::from("/mnt/h1")),
+            mount_root: Some(root),
             on_lease_loss: LeaseLossAction::Unmount,
             throttle: None,
         },
@@ -493,6 +504,36 @@ async fn a_failed_mount_whose_release_fails_still_releases() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("the failed mount's lock was never released");
+}
+
+/// A mount root that passed the upload check as written but is a symbolic link into a
+/// system directory on this host is refused at mount time, before the driver mounts
+/// anything, and the mount's lock is released (#13).
+#[tokio::test]
+async fn a_mount_root_linked_into_a_system_directory_is_refused() {
+    let e = env().await;
+    let v = vref("p/v");
+    e.engine.create(&v, &BTreeMap::new()).await.unwrap();
+    let fake = e.fake.another_host();
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("mnt");
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    let m = host_mounts_at(e.kv.clone(), &e, &fake, dir.path(), link.join("h1")).await;
+    adopted(&m).await;
+    let err = m.mount(&v, "c1").await.unwrap_err().to_string();
+    assert!(
+        err.contains("resolves to /etc/h1") && err.contains("system directory /etc"),
+        "{err}"
+    );
+    assert!(fake.mounted_volumes().is_empty(), "the driver mounted");
+    assert!(
+        !fake.calls().iter().any(|c| c.starts_with("mount ")),
+        "{:?}",
+        fake.calls()
+    );
+    let lock_key = Keys::default().lock(LockKind::Mount, &v);
+    assert!(e.kv.get(&lock_key).await.unwrap().is_none(), "lock left");
+    m.stop();
 }
 
 /// A lock acquisition whose commit applied but whose answer was lost leaves no lock

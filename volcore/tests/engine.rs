@@ -25,6 +25,7 @@ struct Env {
     kv: Arc<dyn KvStore>,
     fake: FakeDriver,
     engine: Volumes,
+    global: watch::Sender<GlobalConfig>,
     _keeper: LeaseKeeper,
 }
 
@@ -43,8 +44,9 @@ async fn env_on(kv: Arc<dyn KvStore>, timeout: Duration) -> Env {
         ttl: Duration::from_secs(30),
         mount_path: PathBuf::from("/mnt/test"),
         debug: false,
+        mkfs_programs: Vec::new(),
     };
-    let (_tx, grx) = watch::channel(global);
+    let (global, grx) = watch::channel(global);
     let engine = Volumes::new(
         kv.clone(),
         Keys::default(),
@@ -61,6 +63,7 @@ async fn env_on(kv: Arc<dyn KvStore>, timeout: Duration) -> Env {
         kv,
         fake,
         engine,
+        global,
         _keeper: keeper,
     }
 }
@@ -178,6 +181,90 @@ async fn create_rejects_bad_input() {
         .to_string();
     assert!(err.contains("--allow-null-backend"), "{err}");
     assert_clean(&e, &vref("nullp/v")).await;
+}
+
+/// No shell from a policy (#13): a template with shell syntax, or one whose program is
+/// not an allowed mkfs program, is refused at upload with the reason and stores nothing;
+/// the global configuration's MkfsPrograms extends the allowlist, and a create re-checks
+/// it, so narrowing it stops policies uploaded under the wider one.
+#[tokio::test]
+async fn mkfs_templates_run_no_shell_and_only_allowed_programs() {
+    let e = env().await;
+    let keys = Keys::default();
+    for (name, body, want) in [
+        (
+            "pwn",
+            r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":"id>/tmp/pwn; mkfs.ext4 %"}}"#,
+            "shell syntax",
+        ),
+        (
+            "sh",
+            r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":"sh -c 'id' %"}}"#,
+            "not an allowed mkfs program",
+        ),
+        (
+            "tmpfs",
+            r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":"/tmp/mkfs.ext4 %"}}"#,
+            "not an allowed mkfs program",
+        ),
+    ] {
+        let err = e
+            .engine
+            .upload_policy(&pname(name), body.as_bytes())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::Invalid(_)), "{name}: {err}");
+        assert!(err.to_string().contains(want), "{name}: {err}");
+        assert!(
+            e.kv.get(&keys.policy(&pname(name)))
+                .await
+                .unwrap()
+                .is_none(),
+            "{name} stored"
+        );
+    }
+    // An admin allows one more program; a policy using it uploads.
+    let wider = e
+        .engine
+        .set_global(br#"{"MkfsPrograms":["format-volume"]}"#)
+        .await
+        .unwrap();
+    e.global.send(wider).unwrap();
+    let body = r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":"format-volume --fs ext4 %"}}"#;
+    e.engine
+        .upload_policy(&pname("custom"), body.as_bytes())
+        .await
+        .unwrap();
+    // Narrowed again: creating from that policy is refused before any storage is made.
+    e.global.send(GlobalConfig::default()).unwrap();
+    let v = vref("custom/v");
+    let err = e.engine.create(&v, &no_opts()).await.unwrap_err();
+    assert!(err.to_string().contains("\"format-volume\""), "{err}");
+    assert!(err.to_string().contains("MkfsPrograms"), "{err}");
+    assert!(e.fake.calls().is_empty(), "{:?}", e.fake.calls());
+    assert_clean(&e, &v).await;
+}
+
+/// MountPath must stay out of system directories (#13): `/etc` with a volume
+/// `systemd/system` would mount over `/etc/systemd/system`.
+#[tokio::test]
+async fn mount_roots_in_system_directories_are_refused() {
+    let e = env().await;
+    let keys = Keys::default();
+    for (json, want) in [
+        (r#"{"MountPath":"/etc"}"#, "system directory /etc"),
+        (r#"{"MountPath":"/usr/lib/x"}"#, "system directory /usr"),
+        (r#"{"MountPath":"/mnt/x/"}"#, "normalised"),
+    ] {
+        let err = e.engine.set_global(json.as_bytes()).await.unwrap_err();
+        assert!(matches!(err, EngineError::Invalid(_)), "{json}: {err}");
+        assert!(err.to_string().contains(want), "{json}: {err}");
+    }
+    assert!(e.kv.get(&keys.global()).await.unwrap().is_none());
+    e.engine
+        .set_global(br#"{"MountPath":"/run/volcore/mnt"}"#)
+        .await
+        .unwrap();
 }
 
 /// Create and remove cost two store round trips each — the lock txn (which also reads

@@ -138,6 +138,7 @@ async fn env() -> Env {
         ttl: Duration::from_secs(30),
         mount_path: PathBuf::from("/mnt/test"),
         debug: false,
+        mkfs_programs: Vec::new(),
     });
     let engine = Volumes::new(
         kv,

@@ -64,13 +64,30 @@ fn ceph_policies() {
 
 #[test]
 fn fs_policy_has_three_filesystems() {
-    let p = policy("volplugin/ceph/fs.json");
+    // volplugin's "falsefs" ran `/bin/false` through `sh -c` to fail a format on purpose.
+    // No shell runs a template here and a template must name the device, so the fixture
+    // as volplugin wrote it is refused, saying which filesystem and why (#13).
+    let name = PolicyName::new("fs").unwrap();
+    let e = Policy::from_json(&name, &fixture("volplugin/ceph/fs.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"falsefs\"") && e.contains("never names the device"),
+        "{e}"
+    );
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&fixture("volplugin/ceph/fs.json")).unwrap();
+    doc["filesystems"]["falsefs"] = "mkfs.ext4 -O no_such_feature %".into();
+    let p = Policy::from_json(&name, &serde_json::to_vec(&doc).unwrap()).unwrap();
     assert_eq!(p.create.filesystem, "btrfs");
     assert_eq!(
         p.filesystems.keys().map(String::as_str).collect::<Vec<_>>(),
         vec!["btrfs", "ext4", "falsefs"]
     );
-    assert_eq!(p.filesystems["falsefs"].render("/dev/loop0"), "/bin/false");
+    assert_eq!(
+        p.filesystems["btrfs"].argv("/dev/loop0"),
+        ["mkfs.btrfs", "/dev/loop0"]
+    );
     // Scenario 40: `filesystem=ext4` with `size=1GB` on the btrfs-default policy.
     let opts = BTreeMap::from([
         ("filesystem".to_owned(), "ext4".to_owned()),

@@ -180,7 +180,7 @@ fn volcli_scenarios_on_ceph() {
     upload_policy(
         &c,
         "cfs",
-        r#"{"backend":"ceph","driver":{"pool":"rbd"},"create":{"size":"64MiB"},"filesystems":{"ext4":"mkfs.ext4 -q -m0 %","falsefs":"/bin/false %"}}"#,
+        r#"{"backend":"ceph","driver":{"pool":"rbd"},"create":{"size":"64MiB"},"filesystems":{"ext4":"mkfs.ext4 -q -m0 %","falsefs":"mkfs.ext4 -q -O no_such_feature %"}}"#,
     );
     let bad = format!("cfs/bad{u}");
     let (code, _, err) = volcli(

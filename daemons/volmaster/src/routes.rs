@@ -336,7 +336,7 @@ async fn global_get(State(s): State<AppState>) -> ApiResult<Json<GlobalConfig>> 
     put,
     path = paths::GLOBAL,
     tag = "global",
-    request_body(content = GlobalConfig, description = "volplugin's global JSON: TTL 1 to 3600 seconds, Timeout 1 to 60 minutes, MountPath absolute"),
+    request_body(content = GlobalConfig, description = "volplugin's global JSON: TTL 1 to 3600 seconds, Timeout 1 to 60 minutes, MountPath absolute and outside system directories, MkfsPrograms extending the mkfs allowlist"),
     responses((status = 200, description = "Stored", body = GlobalConfig), E400_503)
 )]
 async fn global_put(State(s): State<AppState>, b: Bytes) -> ApiResult<Json<GlobalConfig>> {

@@ -41,11 +41,18 @@ struct Args {
     /// no v1 blkio hierarchy).
     #[arg(long, env = "VOLPLUGIN_CGROUP_V2")]
     cgroup_v2: Option<PathBuf>,
-    /// Mount root on this host, instead of the global configuration's MountPath.
-    #[arg(long, env = "VOLPLUGIN_MOUNT_PATH")]
+    /// Mount root on this host, instead of the global configuration's MountPath (held to
+    /// the same rules: absolute, normalised, outside system directories).
+    #[arg(long, env = "VOLPLUGIN_MOUNT_PATH", value_parser = mount_root)]
     mount_path: Option<PathBuf>,
     #[command(flatten)]
     drivers: DriverArgs,
+}
+
+fn mount_root(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    volcore::global::check_mount_path(&p).map_err(|e| e.to_string())?;
+    Ok(p)
 }
 
 #[tokio::main]

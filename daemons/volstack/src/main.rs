@@ -56,7 +56,9 @@ async fn main() -> Result<()> {
     }
     let p1 = PolicyName::new("policy1")?;
     if kv.get(&keys.policy(&p1)).await?.is_none() {
-        volcore::engine::store_policy(kv.as_ref(), &keys, &p1, DEFAULT_POLICY.as_bytes()).await?;
+        let default = volcore::GlobalConfig::default();
+        volcore::engine::store_policy(kv.as_ref(), &keys, &p1, DEFAULT_POLICY.as_bytes(), &default)
+            .await?;
     }
     let drivers =
         volcore_daemon::drivers(&a.state.join("local"), Some(&a.ceph), a.allow_null_backend)?;

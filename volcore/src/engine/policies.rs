@@ -15,7 +15,8 @@ impl Volumes {
         name: &PolicyName,
         json: &[u8],
     ) -> Result<PolicyRevision, EngineError> {
-        let r = store_policy(self.kv.as_ref(), &self.keys, name, json).await?;
+        let global = self.global.borrow().clone();
+        let r = store_policy(self.kv.as_ref(), &self.keys, name, json, &global).await?;
         info!(revision = r.revision, "policy uploaded");
         Ok(r)
     }
@@ -139,8 +140,10 @@ pub async fn store_policy(
     keys: &Keys,
     name: &PolicyName,
     json: &[u8],
+    global: &GlobalConfig,
 ) -> Result<PolicyRevision, EngineError> {
     let policy = Policy::from_json(name, json)?;
+    policy.check_mkfs_allowed(&global.mkfs_allowlist())?;
     let bytes = policy.to_json();
     let revision = kv
         .put(&keys.policy(name), bytes.clone(), Default::default())

@@ -101,6 +101,14 @@ impl Volumes {
         let policy = Policy::from_stored_json(&policy_entry.value)?;
         let mut volume = Volume::from_policy(&policy, vref.volume.clone(), options, now_millis())?;
         volume.policy_revision = Some(policy_entry.mod_rev);
+        // Checked again here, not only at upload: the policy may predate the allowlist,
+        // or an admin may have narrowed it since.
+        if let Some(t) = volume.mkfs() {
+            t.check_allowed(
+                &volume.create.filesystem,
+                &self.global.borrow().mkfs_allowlist(),
+            )?;
+        }
         let crud = volume
             .backends
             .crud

@@ -37,7 +37,7 @@ mod check;
 mod record;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -188,6 +188,16 @@ pub enum MountError {
         host: HostName,
         /// Who holds it now, if known.
         holder: Option<Box<LockHolder>>,
+    },
+    /// The mount root resolves, through symbolic links, into a system directory.
+    #[error("the mount root {root} resolves to {resolved}, which is refused: {why}; point MountPath (or --mount-path) at a real directory outside the system directories")]
+    UnsafeMountRoot {
+        /// The configured root.
+        root: PathBuf,
+        /// What it resolves to.
+        resolved: PathBuf,
+        /// Why that is refused.
+        why: String,
     },
     /// A driver step failed.
     #[error("{op} {volume}: {source}")]
@@ -460,6 +470,25 @@ impl HostMounts {
 
     fn timeout(&self) -> Duration {
         self.inner.global.borrow().timeout
+    }
+
+    /// The mount root, checked after resolving symbolic links: the configured path passed
+    /// [`check_mount_path`](crate::global::check_mount_path) as written, but a link on
+    /// this host (`/mnt/x -> /etc`) would still mount volumes over system files.
+    fn safe_root(&self) -> Result<(), MountError> {
+        let root = match &self.inner.cfg.mount_root {
+            Some(r) => r.clone(),
+            None => self.inner.global.borrow().mount_path.clone(),
+        };
+        let resolved = resolve_existing(&root);
+        if resolved == root {
+            return Ok(());
+        }
+        crate::global::check_mount_path(&resolved).map_err(|e| MountError::UnsafeMountRoot {
+            root,
+            resolved,
+            why: e.to_string(),
+        })
     }
 
     fn mount_point(&self, v: &VolumeRef) -> PathBuf {
@@ -932,7 +961,11 @@ impl HostMounts {
             crate::crash::point("mount.after-claim");
         }
         let at = self.mount_point(v);
-        let m = match self.within("mount", v, md.mount(&spec, &at)).await {
+        let mounted = match self.safe_root() {
+            Ok(()) => self.within("mount", v, md.mount(&spec, &at)).await,
+            Err(e) => Err(e),
+        };
+        let m = match mounted {
             Ok(m) => m,
             Err(e) => {
                 if held.is_some() {
@@ -1457,6 +1490,25 @@ async fn pay_owed(weak: std::sync::Weak<Inner>, wake: Arc<Notify>) {
             pause = Duration::from_millis(100);
             // Wake on new work, and look again now and then in any case.
             let _ = tokio::time::timeout(Duration::from_secs(5), wake.notified()).await;
+        }
+    }
+}
+
+/// `p` with symbolic links resolved in the part of it that exists (the rest, not yet
+/// created, appended as written).
+fn resolve_existing(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = p;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            return rest.iter().rev().fold(real, |acc: PathBuf, c| acc.join(c));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                cur = parent;
+            }
+            _ => return p.to_path_buf(),
         }
     }
 }

@@ -23,13 +23,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::name::{NameError, PolicyName};
 
 mod backend;
-mod mkfs;
+pub(crate) mod mkfs;
 mod runtime;
 
 use crate::size::{Size, ValueError};
 pub use backend::{BackendKind, Backends};
 use backend::{BackendsDoc, KNOWN_BACKENDS};
-pub use mkfs::{MkfsTemplate, DEFAULT_FILESYSTEM, DEFAULT_MKFS};
+pub use mkfs::{
+    MkfsAllowlist, MkfsTemplate, DEFAULT_FILESYSTEM, DEFAULT_MKFS, DEFAULT_MKFS_PROGRAMS,
+};
 pub use runtime::{Frequency, RateLimit, RuntimeOptions, SnapshotConfig};
 
 /// Why a policy, runtime document, volume option or global configuration was rejected.
@@ -126,6 +128,26 @@ pub enum PolicyError {
     UnlockedBlockBackend {
         /// The mount backend.
         backend: BackendKind,
+    },
+    /// A mkfs template is malformed.
+    #[error("the mkfs command {template:?} for filesystem {fs:?} is refused: {why}")]
+    BadTemplate {
+        /// The filesystem.
+        fs: String,
+        /// The template.
+        template: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A mkfs template runs a program that is not on the allowlist.
+    #[error("the mkfs command for filesystem {fs:?} runs {program:?}, which is not an allowed mkfs program ({allowed}); an admin can allow it by adding it to MkfsPrograms in the global configuration")]
+    MkfsNotAllowed {
+        /// The filesystem.
+        fs: String,
+        /// The program.
+        program: String,
+        /// What is allowed.
+        allowed: String,
     },
     /// A mkfs template is empty.
     #[error("the mkfs command for filesystem {fs:?} is empty; write e.g. \"mkfs.ext4 -m0 %\" (% is the device)")]
@@ -311,7 +333,7 @@ impl Policy {
         let filesystems = match doc.filesystems {
             None => BTreeMap::from([(
                 DEFAULT_FILESYSTEM.to_owned(),
-                MkfsTemplate(DEFAULT_MKFS.to_owned()),
+                MkfsTemplate::new(DEFAULT_FILESYSTEM, DEFAULT_MKFS)?,
             )]),
             Some(m) => m
                 .into_iter()
@@ -339,6 +361,14 @@ impl Policy {
         Ok(p)
     }
 
+    /// Refuses the policy when one of its mkfs templates runs a program `allow` does not
+    /// allow (checked at upload, against the global configuration of the time).
+    pub fn check_mkfs_allowed(&self, allow: &MkfsAllowlist) -> Result<(), PolicyError> {
+        self.filesystems
+            .iter()
+            .try_for_each(|(fs, t)| t.check_allowed(fs, allow))
+    }
+
     /// Checks every rule a policy must satisfy; called after parsing and after options
     /// are merged into a copy for a volume.
     pub fn validate(&self) -> Result<(), PolicyError> {
@@ -355,11 +385,6 @@ impl Policy {
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !ok {
                 return Err(PolicyError::BadFilesystemName { name: k.clone() });
-            }
-        }
-        for (k, v) in &self.filesystems {
-            if v.0.trim().is_empty() {
-                return Err(PolicyError::EmptyTemplate { fs: k.clone() });
             }
         }
         if let Some(crud) = self.backends.crud {
@@ -546,21 +571,11 @@ mod tests {
             .to_string();
         assert!(e.contains("is empty"), "{e}");
         let e = parse(
-            r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":"x","a b":"y"}}"#,
+            r#"{"backend":"local","create":{"size":"10MB"},"filesystems":{"ext4":"mkfs.x %","a b":"mkfs.y %"}}"#,
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("filesystem name \"a b\""), "{e}");
-    }
-
-    #[test]
-    fn template_percent_rules() {
-        let t = MkfsTemplate::new("x", "mkfs %%d % 100%%").unwrap();
-        assert_eq!(t.render("/dev/loop0"), "mkfs %d /dev/loop0 100%");
-        let t = MkfsTemplate::new("x", "mkfs.xfs %").unwrap();
-        assert_eq!(t.render("/dev/it's"), r"mkfs.xfs '/dev/it'\''s'");
-        let t = MkfsTemplate::new("x", "/bin/false").unwrap();
-        assert_eq!(t.render("/dev/loop0"), "/bin/false");
     }
 
     #[test]

@@ -451,6 +451,7 @@ fn global(ttl: Duration) -> GlobalConfig {
         timeout: Duration::from_secs(5),
         mount_path: PathBuf::from("/sim"),
         debug: false,
+        mkfs_programs: Vec::new(),
     }
 }
 
