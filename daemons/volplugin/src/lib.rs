@@ -451,6 +451,29 @@ fn fatal(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The group that may reach the plugin socket besides its owner (the Docker daemon runs
+/// as root; members of `docker` drive Docker already).
+pub const SOCKET_GROUP: &str = "docker";
+
+/// Makes the socket 0660, in group [`SOCKET_GROUP`] where that group exists: whoever
+/// reaches the socket can mount any volume on this host, so nobody else may.
+fn secure_socket(sock: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("making {} mode 0660", sock.display()))?;
+    match nix::unistd::Group::from_name(SOCKET_GROUP) {
+        Ok(Some(g)) => std::os::unix::fs::chown(sock, None, Some(g.gid.as_raw()))
+            .with_context(|| format!("giving {} to group {SOCKET_GROUP}", sock.display()))?,
+        Ok(None) => {
+            info!(socket = %sock.display(), "no {SOCKET_GROUP} group on this host; the socket stays in this daemon's group")
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot look up group {SOCKET_GROUP}; the socket stays in this daemon's group")
+        }
+    }
+    Ok(())
+}
+
 /// Runs volplugin until `shutdown` resolves (or until a start error no retry can fix).
 pub async fn run(
     cfg: PluginConfig,
@@ -469,10 +492,7 @@ pub async fn run(
     }
     let listener = tokio::net::UnixListener::bind(&sock)
         .with_context(|| format!("binding {}", sock.display()))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o660))?;
-    }
+    secure_socket(&sock)?;
     let plugin = Plugin {
         cfg: Arc::new(cfg),
         ready: Arc::new(OnceLock::new()),

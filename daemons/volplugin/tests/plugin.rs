@@ -37,6 +37,14 @@ async fn protocol_and_refcounts() {
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
         0o660
     );
+    // Group docker where it exists (docker.io creates it; the test script installs it).
+    match nix::unistd::Group::from_name(volplugin::SOCKET_GROUP).unwrap() {
+        Some(g) => assert_eq!(std::os::unix::fs::MetadataExt::gid(&mode), g.gid.as_raw()),
+        None => assert!(
+            std::env::var("CI").is_err(),
+            "no docker group under CI: is docker.io installed?"
+        ),
+    }
     assert_eq!(
         send(&a.sock, &Request::Activate).await,
         json!({"Implements": ["VolumeDriver"]})
