@@ -117,6 +117,7 @@ fn layers(c: &mut Criterion) {
         prefix: Keys::DEFAULT_PREFIX.into(),
         host: HostName::new("bench").unwrap(),
         allow_null_backend: true,
+        tls: None,
     };
     rt.spawn(serve(
         cfg,

@@ -174,6 +174,7 @@ async fn main() -> Result<()> {
         prefix: prefix.clone(),
         host: HostName::new("loadgen")?,
         allow_null_backend: true,
+        tls: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(

@@ -41,6 +41,20 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// The TLS connection failed; the message says why in terms of the certificates.
+    #[error("cannot reach volmaster at {base}: {message}")]
+    Tls {
+        /// volmaster's URL.
+        base: String,
+        /// What the failure means.
+        message: String,
+        /// The connection's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    TlsFiles(#[from] crate::tls::TlsFileError),
     /// No answer within the request's time limit.
     #[error("volmaster did not answer within {0:?}")]
     TimedOut(Duration),
@@ -117,8 +131,34 @@ impl Client {
     /// A client of the volmaster at `base` (`http://127.0.0.1:9005`), with a 5 s connect
     /// timeout.
     pub fn new(base: &str) -> Res<Self> {
+        Self::with_tls(base, &crate::tls::TlsFiles::default())
+    }
+
+    /// A client of the volmaster at `base`; an `https://` base is verified against
+    /// `tls.ca` and presented `tls.cert`/`tls.key` when given.
+    pub fn with_tls(base: &str, tls: &crate::tls::TlsFiles) -> Res<Self> {
+        let https = base
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("https://");
+        let cfg = if https {
+            tls.client_config()?
+        } else {
+            if tls.is_set() {
+                tracing::warn!(%base, "TLS files given for a plain http:// volmaster; they are not used");
+            }
+            // Never used for http://; reqwest wants a TLS configuration all the same.
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|_| crate::tls::TlsFileError::Incomplete("no TLS protocol version available"))?
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .tls_backend_preconfigured(cfg)
             .build()
             .map_err(ClientError::Build)?;
         Self::with_http(base, http)
@@ -140,6 +180,22 @@ impl Client {
     /// volmaster's URL.
     pub fn base(&self) -> &str {
         self.base.as_str().trim_end_matches('/')
+    }
+
+    /// A failed connection, told by its TLS cause when it has one.
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        let host = self.base.host_str().unwrap_or_default().to_owned();
+        match crate::tls::explain(&source, &host) {
+            Some(message) => ClientError::Tls {
+                base: self.base().to_owned(),
+                message,
+                source,
+            },
+            None => ClientError::Unreachable {
+                base: self.base().to_owned(),
+                source,
+            },
+        }
     }
 
     fn url(&self, template: &str, args: &[&str]) -> Url {
@@ -167,10 +223,7 @@ impl Client {
         let sent = async {
             req.send().await.map_err(|source| match timeout {
                 Some(t) if source.is_timeout() => ClientError::TimedOut(t),
-                _ => ClientError::Unreachable {
-                    base: self.base().to_owned(),
-                    source,
-                },
+                _ => self.unreachable(source),
             })
         };
         let resp = sent.await?;
@@ -335,6 +388,17 @@ impl Client {
         });
         let url = self.url(paths::VOLUMES, &[]);
         self.call(Method::POST, url, Some(body), "a volume").await
+    }
+
+    /// `GET /v1/whoami`: who volmaster takes this client for.
+    pub async fn whoami(&self) -> Res<crate::types::WhoAmI> {
+        self.call(
+            Method::GET,
+            self.url(paths::WHOAMI, &[]),
+            None,
+            "an identity",
+        )
+        .await
     }
 
     /// `GET /v1/volumes`: all, or one policy's.

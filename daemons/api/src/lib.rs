@@ -14,7 +14,10 @@ mod client;
 pub mod docker;
 mod error;
 pub mod paths;
+pub mod tls;
 pub mod types;
 
 pub use client::{Client, ClientError, RemoveOptions};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use tls::{TlsFileError, TlsFiles};
+pub use types::{Identity, WhoAmI};

@@ -10,6 +10,8 @@ pub const READYZ: &str = "/readyz";
 pub const INFO: &str = "/v1/info";
 /// The OpenAPI document.
 pub const OPENAPI: &str = "/v1/openapi.json";
+/// Who the caller is, by its client certificate.
+pub const WHOAMI: &str = "/v1/whoami";
 /// The global configuration.
 pub const GLOBAL: &str = "/v1/global";
 /// Every policy.

@@ -94,6 +94,27 @@ pub struct LocksRemoved {
     pub removed: Vec<LockHolder>,
 }
 
+/// Who a client certificate names: its subject's common name, and as groups its
+/// organisations (O), organisational units (OU) and URI subject alternative names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Identity {
+    /// The certificate subject's CN.
+    pub name: String,
+    /// Its O and OU values and URI SANs, sorted.
+    pub groups: Vec<String>,
+}
+
+/// `GET /v1/whoami`: who volmaster takes the caller for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WhoAmI {
+    /// The identity of the client certificate, if one was presented.
+    pub identity: Option<Identity>,
+    /// The connection is TLS.
+    pub tls: bool,
+}
+
 /// `GET /healthz`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

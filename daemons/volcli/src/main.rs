@@ -16,19 +16,29 @@ use volcore::{
     GlobalConfig, HostName, LockKind, Policy, PolicyName, RuntimeOptions, VolumeName, VolumeRef,
 };
 use volcore_api::types::{MaintenanceRequest, PolicyEvent};
-use volcore_api::{Client, ClientError, ErrorCode, RemoveOptions};
+use volcore_api::{Client, ClientError, ErrorCode, RemoveOptions, TlsFiles};
+
+mod config;
 
 #[derive(Parser)]
 #[command(name = "volcli", version, about = "volcore's operator CLI")]
 struct Cli {
-    /// volmaster's URL.
-    #[arg(
-        long,
-        global = true,
-        env = "VOLCLI_MASTER",
-        default_value = "http://127.0.0.1:9005"
-    )]
-    master: String,
+    /// volmaster's URL [default: the config file's, else http://127.0.0.1:9005].
+    #[arg(long, global = true, env = "VOLCLI_MASTER")]
+    master: Option<String>,
+    /// The CA certificate (PEM) that signed volmaster's certificate (https://).
+    #[arg(long, global = true, env = "VOLCLI_CACERT")]
+    cacert: Option<PathBuf>,
+    /// This client's certificate (PEM): who volmaster takes you for.
+    #[arg(long, global = true, env = "VOLCLI_CERT")]
+    cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    #[arg(long, global = true, env = "VOLCLI_KEY")]
+    key: Option<PathBuf>,
+    /// Config file (TOML: master, cacert, cert, key) [default:
+    /// $XDG_CONFIG_HOME/volcore/volcli.toml, when it exists].
+    #[arg(long, global = true, env = "VOLCLI_CONFIG")]
+    config: Option<PathBuf>,
     /// Stable machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -73,6 +83,8 @@ enum Cmd {
         #[arg(long)]
         repair: bool,
     },
+    /// Who volmaster takes you for: the identity of your client certificate.
+    Whoami,
 }
 
 #[derive(Subcommand)]
@@ -297,9 +309,18 @@ fn value<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or_default()
 }
 
-fn connect(master: &str) -> Res<Client> {
-    Client::new(master).map_err(|e| match e {
+/// The client the flags, environment and config file describe.
+fn connect(cli: &Cli) -> Res<Client> {
+    let file = config::load(cli.config.as_deref()).map_err(Fail::usage)?;
+    let tls = TlsFiles {
+        ca: cli.cacert.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+    };
+    let (master, tls) = config::resolve(cli.master.clone(), tls, file);
+    Client::with_tls(&master, &tls).map_err(|e| match e {
         ClientError::BadUrl { .. } => Fail::usage(format!("--master {e}")),
+        ClientError::TlsFiles(e) => Fail::usage(e.to_string()),
         e => Fail::from(e),
     })
 }
@@ -394,8 +415,17 @@ async fn run(cli: Cli) -> Res<u8> {
         }
         _ => {}
     }
-    let c = connect(&cli.master)?;
+    let c = connect(&cli)?;
     match cli.cmd {
+        Cmd::Whoami => {
+            let w = c.whoami().await?;
+            out(&value(&w), &|_| match &w.identity {
+                Some(i) if i.groups.is_empty() => println!("{}", i.name),
+                Some(i) => println!("{} (groups: {})", i.name, i.groups.join(", ")),
+                None if w.tls => println!("anonymous (no client certificate)"),
+                None => println!("anonymous (plain HTTP)"),
+            });
+        }
         Cmd::Check { repair } => {
             let report = c.check(repair).await?;
             out(&value(&report), &|_| print!("{}", report.render()));

@@ -6,6 +6,7 @@
 mod error;
 mod openapi;
 mod routes;
+pub mod tls;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub struct MasterConfig {
     pub host: HostName,
     /// Serve the `null` backend.
     pub allow_null_backend: bool,
+    /// TLS with client certificates; plain HTTP when `None`.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// What volmaster runs on.
@@ -102,7 +105,10 @@ pub async fn serve(
         drivers = drivers.with_null();
     }
     let addr = listener.local_addr()?;
-    println!("volmaster listening on {addr}");
+    // Read before anything serves: a bad certificate is a start-up error, not a 500.
+    let tls_cfg = cfg.tls.as_ref().map(tls::server_config).transpose()?;
+    let scheme = if tls_cfg.is_some() { "https" } else { "http" };
+    println!("volmaster listening on {addr} ({scheme})");
     info!(%addr, store = %cfg.kv_spec, prefix = %cfg.prefix, "volmaster started");
     let state = AppState {
         engine: Arc::new(OnceLock::new()),
@@ -113,11 +119,20 @@ pub async fn serve(
         cfg: Arc::new(cfg),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, routes::router(state.clone()))
-        .with_graceful_shutdown(async {
-            let _ = stop_rx.await;
-        })
-        .into_future();
+    let app = routes::router(state.clone());
+    let stopped = async {
+        let _ = stop_rx.await;
+    };
+    let server = async move {
+        match tls_cfg {
+            Some(c) => tls::serve(listener, app, c, stopped).await,
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .into_future()
+                .await
+                .map_err(Into::into),
+        }
+    };
     let main = async {
         let mut shutdown = Box::pin(shutdown);
         let keeper = tokio::select! {

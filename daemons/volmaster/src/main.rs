@@ -1,8 +1,9 @@
 //! volmaster — volcore's REST API daemon.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Parser;
 use volcore_daemon::{CephArgs, DriverArgs, StoreArgs};
 use volmaster::{MasterConfig, MasterDeps};
@@ -14,9 +15,24 @@ use volmaster::{MasterConfig, MasterDeps};
     about = "volcore's REST API (policies, volumes, snapshots, locks, global configuration)"
 )]
 struct Args {
-    /// Address to listen on.
+    /// Address to listen on. Without TLS only a loopback address is accepted (see
+    /// --insecure).
     #[arg(long, env = "VOLMASTER_LISTEN", default_value = "127.0.0.1:9005")]
     listen: SocketAddr,
+    /// volmaster's certificate chain (PEM); with --tls-key and --client-ca it serves
+    /// HTTPS and identifies clients by their certificates.
+    #[arg(long, env = "VOLMASTER_TLS_CERT", requires_all = ["tls_key", "client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// volmaster's private key (PEM).
+    #[arg(long, env = "VOLMASTER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA certificate(s) (PEM) that sign client certificates.
+    #[arg(long, env = "VOLMASTER_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback --listen address (no authentication: anyone who
+    /// can reach it can do anything). Logged as a warning.
+    #[arg(long, env = "VOLMASTER_INSECURE")]
+    insecure: bool,
     #[command(flatten)]
     store: StoreArgs,
     /// Host label recorded in the locks this master takes (default: the host name).
@@ -31,6 +47,17 @@ async fn main() -> Result<()> {
     volcore_daemon::init_tracing();
     let args = Args::parse();
     let host = volcore_daemon::host_label(args.host_label)?;
+    let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(volmaster::tls::TlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        (None, None, None) => None,
+        // clap's `requires` refuses the rest; kept for a clear error all the same.
+        _ => bail!("--tls-cert, --tls-key and --client-ca go together"),
+    };
+    volmaster::tls::check_listen(args.listen, tls.is_some(), args.insecure)?;
     let kv = args.store.open().await?;
     let cfg = MasterConfig {
         listen: args.listen,
@@ -38,6 +65,7 @@ async fn main() -> Result<()> {
         prefix: args.store.prefix,
         host,
         allow_null_backend: args.drivers.allow_null_backend,
+        tls,
     };
     // volmaster adds the null driver itself when allowed (see MasterConfig).
     let ceph: &CephArgs = &args.drivers.ceph;

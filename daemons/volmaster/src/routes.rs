@@ -26,7 +26,7 @@ use volcore_api::types::{
     CopyRequest, CreateRequest, Health, Info, LocksRemoved, MaintenanceRequest, MaintenanceStarted,
     PolicyEvent, Ready, Renewed, SessionLock, SnapshotTaken, StoreInfo,
 };
-use volcore_api::{paths, ErrorCode};
+use volcore_api::{paths, ErrorCode, WhoAmI};
 
 use crate::error::{method_not_allowed, not_found, ApiError, ApiResult};
 use crate::openapi::{
@@ -49,6 +49,7 @@ pub fn test_router(kv: Arc<dyn KvStore>, engine: Volumes, keys: Keys) -> Router 
             prefix: Keys::DEFAULT_PREFIX.into(),
             host: HostName::new("test").unwrap_or_else(|_| unreachable!("valid host")),
             allow_null_backend: true,
+            tls: None,
         }),
     })
 }
@@ -60,6 +61,7 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health))
         .routes(routes!(readyz))
         .routes(routes!(info_handler))
+        .routes(routes!(whoami))
         .routes(routes!(crate::openapi::openapi_handler))
         .routes(routes!(global_get, global_put))
         .routes(routes!(policies_list))
@@ -285,6 +287,22 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn health() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
+    })
+}
+
+/// Who volmaster takes the caller for: the identity of its client certificate (CN, and
+/// O, OU and URI SANs as groups), and whether the connection is TLS.
+#[utoipa::path(
+    get,
+    path = paths::WHOAMI,
+    tag = "health",
+    responses((status = 200, description = "The caller", body = WhoAmI))
+)]
+async fn whoami(caller: Option<axum::Extension<crate::tls::Caller>>) -> Json<WhoAmI> {
+    let c = caller.map(|axum::Extension(c)| c).unwrap_or_default();
+    Json(WhoAmI {
+        identity: c.identity,
+        tls: c.tls,
     })
 }
 

@@ -69,6 +69,7 @@ async fn main() -> Result<()> {
         prefix: Keys::DEFAULT_PREFIX.into(),
         host: host.clone(),
         allow_null_backend: false, // already in `drivers` when allowed
+        tls: None,
     };
     let pcfg = PluginConfig {
         socket_dir: a.plugin.socket_dir,

@@ -1,0 +1,334 @@
+//! volmaster over TLS with client certificates, in-process on loopback, with a CA and
+//! certificates made in the test (rcgen): who a certificate names, and each way a
+//! connection is refused, told as what it means by the typed client (#13 item 1).
+
+#![allow(clippy::unwrap_used)] // tests fail by panicking
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, SanType,
+};
+use volcore::{Drivers, HostName, KvStore, MemKv};
+use volcore_api::{Client, ClientError, Identity, TlsFiles};
+use volmaster::tls::TlsFiles as ServerTls;
+use volmaster::{serve, MasterConfig, MasterDeps};
+
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Self {
+            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
+        }
+    }
+
+    /// A leaf certificate and key, written as PEM files in `dir` as `<stem>.pem` and
+    /// `<stem>.key`.
+    fn issue(&self, dir: &Path, stem: &str, leaf: Leaf<'_>) -> (PathBuf, PathBuf) {
+        let mut p =
+            CertificateParams::new(leaf.dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        for ip in leaf.ips {
+            p.subject_alt_names
+                .push(SanType::IpAddress(ip.parse().unwrap()));
+        }
+        for uri in leaf.uris {
+            p.subject_alt_names
+                .push(SanType::URI((*uri).try_into().unwrap()));
+        }
+        p.distinguished_name.push(DnType::CommonName, leaf.cn);
+        for o in leaf.orgs {
+            p.distinguished_name.push(DnType::OrganizationName, *o);
+        }
+        p.extended_key_usages = vec![if leaf.server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        if leaf.expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn write(&self, dir: &Path, stem: &str) -> PathBuf {
+        let p = dir.join(format!("{stem}.pem"));
+        std::fs::write(&p, self.issuer.pem()).unwrap();
+        p
+    }
+}
+
+#[derive(Default)]
+struct Leaf<'a> {
+    cn: &'a str,
+    orgs: &'a [&'a str],
+    dns: &'a [&'a str],
+    ips: &'a [&'a str],
+    uris: &'a [&'a str],
+    server: bool,
+    expired: bool,
+}
+
+struct Master {
+    url: String,
+    ca: PathBuf,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Master {
+    fn client(&self, cert: Option<(PathBuf, PathBuf)>) -> Client {
+        self.client_at(&self.url, cert)
+    }
+
+    fn client_at(&self, url: &str, cert: Option<(PathBuf, PathBuf)>) -> Client {
+        let (cert, key) = cert.unzip();
+        Client::with_tls(
+            url,
+            &TlsFiles {
+                ca: Some(self.ca.clone()),
+                cert,
+                key,
+            },
+        )
+        .unwrap()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A volmaster serving TLS on 127.0.0.1, reached as `localhost`, the one name its
+/// certificate holds.
+async fn master(ca: &Ca) -> Master {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.issue(
+        dir.path(),
+        "server",
+        Leaf {
+            cn: "volmaster",
+            dns: &["localhost"],
+            server: true,
+            ..Leaf::default()
+        },
+    );
+    let ca_file = ca.write(dir.path(), "ca");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let kv: Arc<dyn KvStore> = Arc::new(MemKv::new());
+    let cfg = MasterConfig {
+        listen: addr,
+        kv_spec: "memory:".into(),
+        prefix: "/volcore".into(),
+        host: HostName::new("tls-test").unwrap(),
+        allow_null_backend: true,
+        tls: Some(ServerTls {
+            cert,
+            key,
+            client_ca: ca_file.clone(),
+        }),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(
+        cfg,
+        MasterDeps {
+            kv,
+            drivers: Drivers::new(),
+        },
+        listener,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    Master {
+        url: format!("https://localhost:{}", addr.port()),
+        ca: ca_file,
+        dir,
+        stop: Some(tx),
+        task,
+    }
+}
+
+fn tls_message(e: ClientError) -> String {
+    match e {
+        ClientError::Tls { message, .. } => message,
+        other => panic!("not a TLS failure: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_name_the_caller_and_bad_ones_are_refused_with_the_reason() {
+    let ca = Ca::new("volcore test CA");
+    let m = master(&ca).await;
+    let d = m.dir.path();
+    let alice = ca.issue(
+        d,
+        "alice",
+        Leaf {
+            cn: "alice",
+            orgs: &["ops"],
+            uris: &["spiffe://volcore/tenant/blue"],
+            ..Leaf::default()
+        },
+    );
+    // The identity is the subject's CN, with O and URI SANs as groups.
+    let who = m.client(Some(alice.clone())).whoami().await.unwrap();
+    assert!(who.tls);
+    assert_eq!(
+        who.identity,
+        Some(Identity {
+            name: "alice".into(),
+            groups: vec!["ops".into(), "spiffe://volcore/tenant/blue".into()],
+        })
+    );
+    // The API works over TLS like over plain HTTP.
+    assert_eq!(
+        m.client(Some(alice.clone())).health().await.unwrap().status,
+        "ok"
+    );
+    // No certificate: the handshake succeeds and the caller is anonymous (the handlers
+    // answer it; roles decide what it may do).
+    let anon = m.client(None).whoami().await.unwrap();
+    assert_eq!((anon.identity, anon.tls), (None, true));
+
+    // A certificate from another CA.
+    let other = Ca::new("someone else's CA");
+    let mallory = other.issue(
+        d,
+        "mallory",
+        Leaf {
+            cn: "mallory",
+            ..Leaf::default()
+        },
+    );
+    let e = tls_message(m.client(Some(mallory)).whoami().await.unwrap_err());
+    assert!(e.contains("not signed by a CA volmaster trusts"), "{e}");
+    // An expired certificate from the right CA.
+    let old = ca.issue(
+        d,
+        "old",
+        Leaf {
+            cn: "old",
+            expired: true,
+            ..Leaf::default()
+        },
+    );
+    let e = tls_message(m.client(Some(old)).whoami().await.unwrap_err());
+    assert!(e.contains("expired"), "{e}");
+    // volmaster's certificate does not name the host connected to.
+    let url = m.url.replace("localhost", "127.0.0.1");
+    let e = tls_message(
+        m.client_at(&url, Some(alice.clone()))
+            .whoami()
+            .await
+            .unwrap_err(),
+    );
+    assert!(e.contains("not valid for \"127.0.0.1\""), "{e}");
+    // The client does not trust volmaster's CA.
+    let wrong_ca = other.write(d, "other-ca");
+    let c = Client::with_tls(
+        &m.url,
+        &TlsFiles {
+            ca: Some(wrong_ca),
+            ..TlsFiles::default()
+        },
+    )
+    .unwrap();
+    let e = tls_message(c.whoami().await.unwrap_err());
+    assert!(e.contains("not signed by the CA in --cacert"), "{e}");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tls_files_are_refused_with_the_file_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let https = "https://localhost:9005";
+    let e = Client::with_tls(https, &TlsFiles::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs --cacert"), "{e}");
+    let e = Client::with_tls(
+        https,
+        &TlsFiles {
+            ca: Some(junk.clone()),
+            ..TlsFiles::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("--cacert") && e.contains("junk.pem") && e.contains("no certificate"),
+        "{e}"
+    );
+    let ca = Ca::new("ca");
+    let ca_file = ca.write(dir.path(), "ca");
+    let e = Client::with_tls(
+        https,
+        &TlsFiles {
+            ca: Some(ca_file.clone()),
+            cert: Some(ca_file.clone()),
+            key: None,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--cert and --key go together"), "{e}");
+    let e = Client::with_tls(
+        https,
+        &TlsFiles {
+            ca: Some(ca_file.clone()),
+            cert: Some(ca_file.clone()),
+            key: Some(dir.path().join("missing.key")),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("cannot read --key") && e.contains("missing.key"),
+        "{e}"
+    );
+    // The server side: a key that is not PEM stops volmaster at start.
+    let e = volmaster::tls::server_config(&ServerTls {
+        cert: ca_file.clone(),
+        key: junk,
+        client_ca: ca_file,
+    })
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("--tls-key"), "{e:#}");
+}
+
+#[test]
+fn plain_http_beyond_loopback_needs_insecure() {
+    use volmaster::tls::check_listen;
+    let lo = "127.0.0.1:9005".parse().unwrap();
+    let lo6 = "[::1]:9005".parse().unwrap();
+    let any = "0.0.0.0:9005".parse().unwrap();
+    assert!(check_listen(lo, false, false).is_ok());
+    assert!(check_listen(lo6, false, false).is_ok());
+    let e = check_listen(any, false, false).unwrap_err().to_string();
+    assert!(e.contains("--insecure") && e.contains("--tls-cert"), "{e}");
+    assert!(check_listen(any, false, true).is_ok());
+    assert!(check_listen(any, true, false).is_ok());
+}
