@@ -120,6 +120,21 @@ impl Keys {
         format!("{}/global", self.prefix)
     }
 
+    /// `auth/roles`: the identity → role map (one document, changed by compare-and-set).
+    pub fn roles(&self) -> String {
+        format!("{}/auth/roles", self.prefix)
+    }
+
+    /// `tenants/<tenant>`.
+    pub fn tenant(&self, t: &crate::name::TenantName) -> String {
+        format!("{}/tenants/{t}", self.prefix)
+    }
+
+    /// `tenants/`.
+    pub fn tenants(&self) -> String {
+        format!("{}/tenants/", self.prefix)
+    }
+
     /// `policies/<policy>`.
     pub fn policy(&self, p: &PolicyName) -> String {
         format!("{}/policies/{p}", self.prefix)

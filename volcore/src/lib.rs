@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod catalog;
 pub mod cgroup;
 pub mod check;
@@ -41,6 +42,7 @@ pub mod volume;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use auth::{AuthError, AuthView, Principal, Role, RoleMap, Subject, Tenant};
 pub use check::{CheckReport, Finding, FindingKind, Outcome};
 pub use driver::{
     mount_path, DriverError, Mount, MountDriver, NullDriver, SnapshotDriver, Stored, VolumeDriver,
@@ -56,7 +58,7 @@ pub use kv::{
 pub use lease::{LeaseKeeper, LeaseState};
 pub use lock::{HeldLock, LockError, LockHolder, LockInfo, LockReason, LockRequest, Locker};
 pub use mounts::{HostMounts, LeaseLossAction, MountError, MountsConfig, MountsDeps};
-pub use name::{HostName, NameError, PolicyName, SnapshotName, VolumeName, VolumeRef};
+pub use name::{HostName, NameError, PolicyName, SnapshotName, TenantName, VolumeName, VolumeRef};
 pub use policy::{BackendKind, Backends, Policy, PolicyError, RateLimit, RuntimeOptions};
 pub use size::{Size, ValueError};
 pub use volume::Volume;

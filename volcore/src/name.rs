@@ -188,6 +188,10 @@ name_type!(
     SnapshotName, "snapshot", MAX_NAME_LEN, &[], NAME_RULE
 );
 name_type!(
+    /// A tenant name: same rules as [`PolicyName`].
+    TenantName, "tenant", MAX_NAME_LEN, &[], NAME_RULE
+);
+name_type!(
     /// A host label as recorded in locks and mount records: a DNS-like name of at most
     /// 253 bytes, `[A-Za-z0-9][A-Za-z0-9._-]*`.
     HostName, "host", MAX_HOST_LEN, &['.'], HOST_RULE

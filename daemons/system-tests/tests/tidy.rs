@@ -187,6 +187,9 @@ const KEY_DIRS: &[&str] = &[
     "snapshot-signals",
     "leader",
     "attempts",
+    "auth",
+    "tenants",
+    "audit",
 ];
 
 /// Lines that build a store key by hand: `{prefix}/volumes…`, or `"{}/locks…"` next to a
