@@ -118,6 +118,7 @@ fn layers(c: &mut Criterion) {
         host: HostName::new("bench").unwrap(),
         allow_null_backend: true,
         tls: None,
+        admin_identities: Vec::new(),
     };
     rt.spawn(serve(
         cfg,

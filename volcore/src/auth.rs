@@ -223,7 +223,9 @@ impl Tenant {
             if n != name {
                 return Err(AuthError::BadTenant {
                     tenant: name.to_string(),
-                    why: format!("the document names tenant {n}; upload it as {n}, or drop its \"name\""),
+                    why: format!(
+                        "the document names tenant {n}; upload it as {n}, or drop its \"name\""
+                    ),
                 });
             }
         }

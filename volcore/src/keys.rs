@@ -120,6 +120,11 @@ impl Keys {
         format!("{}/global", self.prefix)
     }
 
+    /// `auth/`.
+    pub fn auth(&self) -> String {
+        format!("{}/auth/", self.prefix)
+    }
+
     /// `auth/roles`: the identity → role map (one document, changed by compare-and-set).
     pub fn roles(&self) -> String {
         format!("{}/auth/roles", self.prefix)

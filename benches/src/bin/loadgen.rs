@@ -175,6 +175,7 @@ async fn main() -> Result<()> {
         host: HostName::new("loadgen")?,
         allow_null_backend: true,
         tls: None,
+        admin_identities: Vec::new(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use volcore::{
     CheckReport, GlobalConfig, LockInfo, LockKind, Policy, PolicyName, PolicyRevision, Revision,
-    RuntimeOptions, SnapshotName, Volume, VolumeInfo, VolumeName, VolumeRef,
+    Role, RoleMap, RuntimeOptions, SnapshotName, Subject, Tenant, TenantName, Volume, VolumeInfo,
+    VolumeName, VolumeRef,
 };
 
 use crate::error::{ErrorBody, ErrorCode};
@@ -538,6 +539,55 @@ impl Client {
                 .map(drop)
         })
         .await
+    }
+
+    /// `GET /v1/roles`: the identity → role map (admin).
+    pub async fn roles(&self) -> Res<RoleMap> {
+        self.call(
+            Method::GET,
+            self.url(paths::ROLES, &[]),
+            None,
+            "the role map",
+        )
+        .await
+    }
+
+    /// `PUT /v1/roles/{subject}`: binds `subject` to `role` (admin).
+    pub async fn grant_role(&self, subject: &Subject, role: Role) -> Res<RoleMap> {
+        let url = self.url(paths::ROLE, &[subject.as_str()]);
+        let body = json_body(&crate::types::RoleGrant { role });
+        self.call(Method::PUT, url, Some(body), "the role map")
+            .await
+    }
+
+    /// `DELETE /v1/roles/{subject}` (admin).
+    pub async fn revoke_role(&self, subject: &Subject) -> Res<RoleMap> {
+        let url = self.url(paths::ROLE, &[subject.as_str()]);
+        self.call(Method::DELETE, url, None, "the role map").await
+    }
+
+    /// `GET /v1/tenants` (admin).
+    pub async fn tenants(&self) -> Res<Vec<Tenant>> {
+        self.call(Method::GET, self.url(paths::TENANTS, &[]), None, "tenants")
+            .await
+    }
+
+    /// `GET /v1/tenants/{tenant}` (admins and its members).
+    pub async fn tenant(&self, t: &TenantName) -> Res<Tenant> {
+        let url = self.url(paths::TENANT, &[t.as_str()]);
+        self.call(Method::GET, url, None, "a tenant").await
+    }
+
+    /// `PUT /v1/tenants/{tenant}` with the tenant's JSON (admin).
+    pub async fn put_tenant(&self, t: &TenantName, json: Vec<u8>) -> Res<Tenant> {
+        let url = self.url(paths::TENANT, &[t.as_str()]);
+        self.call(Method::PUT, url, Some(json), "a tenant").await
+    }
+
+    /// `DELETE /v1/tenants/{tenant}` (admin).
+    pub async fn delete_tenant(&self, t: &TenantName) -> Res<()> {
+        self.done(Method::DELETE, self.url(paths::TENANT, &[t.as_str()]))
+            .await
     }
 
     fn vurl(&self, template: &str, v: &VolumeRef) -> Url {

@@ -65,6 +65,14 @@ codes! {
     BackendNotServed = "backend_not_served", 400;
     /// The storage driver refused the parameters.
     StorageInvalid = "storage_invalid", 400;
+    /// The request needs a client certificate and came without one.
+    Unauthenticated = "unauthenticated", 401;
+    /// The caller's role or tenants do not allow the request.
+    Forbidden = "forbidden", 403;
+    /// No such tenant.
+    TenantNotFound = "tenant_not_found", 404;
+    /// The subject has no role to revoke.
+    RoleNotFound = "role_not_found", 404;
     /// No such route.
     NoSuchRoute = "no_such_route", 404;
     /// The store has no such key.

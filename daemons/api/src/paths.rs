@@ -12,6 +12,14 @@ pub const INFO: &str = "/v1/info";
 pub const OPENAPI: &str = "/v1/openapi.json";
 /// Who the caller is, by its client certificate.
 pub const WHOAMI: &str = "/v1/whoami";
+/// The identity → role map.
+pub const ROLES: &str = "/v1/roles";
+/// One subject's role (`user:<CN>` or `group:<name>`).
+pub const ROLE: &str = "/v1/roles/{subject}";
+/// Tenants.
+pub const TENANTS: &str = "/v1/tenants";
+/// One tenant.
+pub const TENANT: &str = "/v1/tenants/{tenant}";
 /// The global configuration.
 pub const GLOBAL: &str = "/v1/global";
 /// Every policy.

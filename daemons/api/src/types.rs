@@ -115,6 +115,15 @@ pub struct WhoAmI {
     pub tls: bool,
 }
 
+/// `PUT /v1/roles/{subject}`: the role to bind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RoleGrant {
+    /// `reader`, `operator` or `admin`.
+    pub role: volcore::Role,
+}
+
 /// `GET /healthz`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

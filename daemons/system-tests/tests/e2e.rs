@@ -150,11 +150,22 @@ fn scenario_3_5_global_configuration() {
 #[test]
 fn scenario_6_policies_and_history() {
     let m = master();
-    // volplugin's files upload unchanged, whatever their backend.
+    // volplugin's files upload unchanged, whatever their backend — except fs.json, whose
+    // "falsefs" is `/bin/false` run through a shell (#13: no shell runs a template).
+    let refused = volcli(
+        &m,
+        &["policy", "upload", "ceph-fs"],
+        Some(&fixture("volplugin/ceph/fs.json")),
+    );
+    let err = &refused.stderr;
+    assert_eq!(refused.code, 1, "{err}");
+    assert!(
+        err.contains("\"falsefs\"") && err.contains("never names the device"),
+        "{err}"
+    );
     for f in [
         "ceph/policy1",
         "ceph/policy2",
-        "ceph/fs",
         "ceph/backend",
         "nfs/policy1",
         "nfs/unlocked",

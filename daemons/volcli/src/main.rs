@@ -85,6 +85,40 @@ enum Cmd {
     },
     /// Who volmaster takes you for: the identity of your client certificate.
     Whoami,
+    /// Roles of certificate identities (admin): reader, operator, admin.
+    Role {
+        #[command(subcommand)]
+        cmd: RoleCmd,
+    },
+    /// Tenants: policies grouped with the identities that may use them.
+    Tenant {
+        #[command(subcommand)]
+        cmd: TenantCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoleCmd {
+    /// Bind a subject to a role: SUBJECT is user:<certificate CN> or group:<O, OU or URI
+    /// SAN>; ROLE is reader, operator or admin.
+    Grant { subject: String, role: String },
+    /// Remove a subject's role.
+    Revoke { subject: String },
+    /// Every subject and its role.
+    List,
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// Create or replace a tenant (JSON on standard input:
+    /// {"policies": ["policy1"], "members": ["user:alice", "group:ops"]}).
+    Upload { name: String },
+    /// Show a tenant (admins and its members).
+    Get { name: String },
+    /// List tenants.
+    List,
+    /// Delete a tenant (its policies and their volumes stay).
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]
@@ -267,6 +301,14 @@ fn read(path: &Path) -> Res<Vec<u8>> {
     std::fs::read(path).map_err(|e| Fail::new(1, format!("reading {}: {e}", path.display())))
 }
 
+fn subject_arg(s: &str) -> Res<volcore::Subject> {
+    volcore::Subject::new(s).map_err(|e| Fail::usage(e.to_string()))
+}
+
+fn tenant_arg(s: &str) -> Res<volcore::TenantName> {
+    volcore::TenantName::new(s).map_err(|e| Fail::usage(e.to_string()))
+}
+
 fn stdin_json() -> Res<Vec<u8>> {
     let buf = read(Path::new("-"))?;
     serde_json::from_slice::<Value>(&buf)
@@ -286,12 +328,14 @@ fn policy_name(s: &str) -> Res<PolicyName> {
     PolicyName::new(s).map_err(|e| Fail::usage(e.to_string()))
 }
 
-/// A client error as volcli reports it: not found exits 3, a conflict or a lock 4.
+/// A client error as volcli reports it: not found exits 3, a conflict or a lock 4, no
+/// certificate or not allowed 5.
 impl From<ClientError> for Fail {
     fn from(e: ClientError) -> Self {
         let code = match e.status() {
             Some(404) => 3,
             Some(409 | 423) => 4,
+            Some(401 | 403) => 5,
             _ => 1,
         };
         let msg = match &e {
@@ -417,6 +461,62 @@ async fn run(cli: Cli) -> Res<u8> {
     }
     let c = connect(&cli)?;
     match cli.cmd {
+        Cmd::Role { cmd } => match cmd {
+            RoleCmd::Grant { subject, role } => {
+                let s = subject_arg(&subject)?;
+                let r: volcore::Role = role
+                    .parse()
+                    .map_err(|e: volcore::AuthError| Fail::usage(e.to_string()))?;
+                let m = c.grant_role(&s, r).await?;
+                out(&value(&m), &|_| println!("{s} is now {r}"));
+            }
+            RoleCmd::Revoke { subject } => {
+                let s = subject_arg(&subject)?;
+                let m = c.revoke_role(&s).await?;
+                out(&value(&m), &|_| println!("{s} has no role now"));
+            }
+            RoleCmd::List => {
+                let m = c.roles().await?;
+                out(&value(&m), &|_| {
+                    for (s, r) in &m.bindings {
+                        println!("{s}\t{r}");
+                    }
+                });
+            }
+        },
+        Cmd::Tenant { cmd } => match cmd {
+            TenantCmd::Upload { name } => {
+                let t = tenant_arg(&name)?;
+                let got = c.put_tenant(&t, stdin_json()?).await?;
+                out(&value(&got), &|_| {
+                    println!(
+                        "tenant {t} stored: {} policies, {} members",
+                        got.policies.len(),
+                        got.members.len()
+                    )
+                });
+            }
+            TenantCmd::Get { name } => {
+                let t = tenant_arg(&name)?;
+                println!("{}", pretty(&value(&c.tenant(&t).await?)));
+            }
+            TenantCmd::List => {
+                let all = c.tenants().await?;
+                out(&value(&all), &|_| {
+                    for t in &all {
+                        let name = t.name.as_ref().map(|n| n.as_str()).unwrap_or("?");
+                        let ps: Vec<&str> = t.policies.iter().map(|p| p.as_str()).collect();
+                        println!("{name}\t{}", ps.join(","));
+                    }
+                });
+            }
+            TenantCmd::Delete { name } => {
+                c.delete_tenant(&tenant_arg(&name)?).await?;
+                out(&serde_json::json!({"deleted": name}), &|_| {
+                    println!("tenant {name} deleted")
+                });
+            }
+        },
         Cmd::Whoami => {
             let w = c.whoami().await?;
             out(&value(&w), &|_| match &w.identity {

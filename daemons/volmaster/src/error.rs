@@ -110,6 +110,21 @@ impl From<KvError> for ApiError {
     }
 }
 
+impl From<volcore::AuthError> for ApiError {
+    fn from(e: volcore::AuthError) -> Self {
+        use volcore::AuthError as A;
+        let code = match &e {
+            A::BadRole(_) | A::BadSubject { .. } => ErrorCode::BadRequest,
+            A::BadTenant { .. } => ErrorCode::Invalid,
+            A::NoTenant(_) => ErrorCode::TenantNotFound,
+            A::NoRole(_) => ErrorCode::RoleNotFound,
+            A::Kv(k) => kv_code(k),
+            _ => ErrorCode::Internal,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 pub(crate) async fn not_found() -> ApiError {

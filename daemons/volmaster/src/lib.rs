@@ -3,6 +3,7 @@
 //! Stateless: any number of masters can serve one store. Each holds one lease (for the
 //! locks of the operations it runs) and watches the global configuration.
 
+mod auth;
 mod error;
 mod openapi;
 mod routes;
@@ -38,6 +39,9 @@ pub struct MasterConfig {
     pub allow_null_backend: bool,
     /// TLS with client certificates; plain HTTP when `None`.
     pub tls: Option<tls::TlsFiles>,
+    /// Subjects that are admins whatever the role map says (`--admin-identity`): how the
+    /// first admin gets in.
+    pub admin_identities: Vec<volcore::Subject>,
 }
 
 /// What volmaster runs on.
@@ -52,6 +56,9 @@ pub struct MasterDeps {
 pub(crate) struct AppState {
     /// Set once the store answered (see [`serve`]).
     pub(crate) engine: Arc<OnceLock<Volumes>>,
+    /// The role map and tenants, once read (TLS only: without it every caller is the
+    /// local admin).
+    pub(crate) auth: Arc<OnceLock<tokio::sync::watch::Receiver<volcore::AuthView>>>,
     /// What volmaster waits for until then.
     pub(crate) waiting: Arc<Mutex<String>>,
     pub(crate) kv: Arc<dyn KvStore>,
@@ -112,6 +119,7 @@ pub async fn serve(
     info!(%addr, store = %cfg.kv_spec, prefix = %cfg.prefix, "volmaster started");
     let state = AppState {
         engine: Arc::new(OnceLock::new()),
+        auth: Arc::new(OnceLock::new()),
         waiting: Arc::new(Mutex::new("connecting to its store".to_owned())),
         kv: kv.clone(),
         keys: keys.clone(),
@@ -163,15 +171,24 @@ async fn connect(
     drivers: Drivers,
 ) -> Result<LeaseKeeper> {
     drivers.recover().await;
+    let tls = state.cfg.tls.is_some();
+    let admins: std::collections::BTreeSet<_> =
+        state.cfg.admin_identities.iter().cloned().collect();
     let attempt = || async {
         let global = volcore_daemon::watch_global(kv.clone(), keys.clone()).await?;
+        // Identities exist only over TLS; without it every caller is the local admin.
+        let auth = if tls {
+            Some(auth::watch_auth(kv.clone(), keys.clone(), admins.clone()).await?)
+        } else {
+            None
+        };
         let ttl = global.borrow().ttl;
         let keeper = LeaseKeeper::start(kv.clone(), ttl)
             .await
             .context("granting volmaster's lease")?;
-        anyhow::Ok((global, keeper))
+        anyhow::Ok((global, auth, keeper))
     };
-    let (global, keeper) = volcore_daemon::retry_until_ready(
+    let (global, auth, keeper) = volcore_daemon::retry_until_ready(
         &format!("volmaster (store {})", state.cfg.kv_spec),
         &state.waiting,
         attempt,
@@ -186,6 +203,9 @@ async fn connect(
         keeper.subscribe(),
         global,
     );
+    if let Some(a) = auth {
+        let _ = state.auth.set(a);
+    }
     let _ = state.engine.set(engine);
     Ok(keeper)
 }

@@ -29,6 +29,11 @@ struct Args {
     /// The CA certificate(s) (PEM) that sign client certificates.
     #[arg(long, env = "VOLMASTER_CLIENT_CA", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// A subject that is admin whatever the role map says (`user:<CN>` or
+    /// `group:<name>`; repeatable): how the first admin gets in. Remove it once the role
+    /// map names admins (`volcli role grant`).
+    #[arg(long = "admin-identity", env = "VOLMASTER_ADMIN_IDENTITY", value_delimiter = ',', value_parser = subject)]
+    admin_identities: Vec<volcore::Subject>,
     /// Serve plain HTTP on a non-loopback --listen address (no authentication: anyone who
     /// can reach it can do anything). Logged as a warning.
     #[arg(long, env = "VOLMASTER_INSECURE")]
@@ -40,6 +45,10 @@ struct Args {
     host_label: Option<String>,
     #[command(flatten)]
     drivers: DriverArgs,
+}
+
+fn subject(s: &str) -> Result<volcore::Subject, String> {
+    volcore::Subject::new(s).map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -58,6 +67,9 @@ async fn main() -> Result<()> {
         _ => bail!("--tls-cert, --tls-key and --client-ca go together"),
     };
     volmaster::tls::check_listen(args.listen, tls.is_some(), args.insecure)?;
+    if tls.is_none() && !args.admin_identities.is_empty() {
+        bail!("--admin-identity needs TLS (--tls-cert, --tls-key, --client-ca): without it there are no identities, and every caller on loopback is the admin");
+    }
     let kv = args.store.open().await?;
     let cfg = MasterConfig {
         listen: args.listen,
@@ -66,6 +78,7 @@ async fn main() -> Result<()> {
         host,
         allow_null_backend: args.drivers.allow_null_backend,
         tls,
+        admin_identities: args.admin_identities,
     };
     // volmaster adds the null driver itself when allowed (see MasterConfig).
     let ceph: &CephArgs = &args.drivers.ceph;

@@ -28,6 +28,7 @@ use volcore_api::{paths, ErrorBody, ErrorCode};
         (name = "locks", description = "Use locks"),
         (name = "check", description = "Leftovers of crashes, and their repair"),
         (name = "maintenance", description = "Maintenance sessions (`volcli use exec`)"),
+        (name = "access", description = "Roles and tenants"),
     )
 )]
 pub(crate) struct ApiDoc;
@@ -37,9 +38,49 @@ pub fn openapi() -> Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
         let (_, doc) = crate::routes::api_router().split_for_parts();
-        serde_json::to_value(doc).unwrap_or_default()
+        let mut v = serde_json::to_value(doc).unwrap_or_default();
+        declare_roles(&mut v);
+        v
     })
     .clone()
+}
+
+/// Writes each operation's role (from [`crate::auth::ACCESS`], the table the middleware
+/// enforces) into the document: `x-volcore-role`, the client-certificate security
+/// requirement, and the 401 and 403 answers.
+fn declare_roles(doc: &mut Value) {
+    use crate::auth::{need_of, Need};
+    doc["components"]["securitySchemes"]["clientCertificate"] = serde_json::json!({
+        "type": "mutualTLS",
+        "description": "A client certificate signed by volmaster's --client-ca. Its subject's CN is the user; its O, OU and URI SANs are its groups; the role map (/v1/roles) gives each a role, and tenants (/v1/tenants) the policies it may use. Without TLS (loopback only) every caller is the admin."
+    });
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in ops.iter_mut() {
+            match need_of(method, path) {
+                Some(Need::Role(role)) => {
+                    op["x-volcore-role"] = Value::from(role.as_str());
+                    op["security"] = serde_json::json!([{ "clientCertificate": [role.as_str()] }]);
+                    for status in [401u16, 403] {
+                        op["responses"][status.to_string()] =
+                            serde_json::to_value(error_response(status)).unwrap_or_default();
+                    }
+                }
+                Some(Need::Anyone) => {
+                    op["x-volcore-role"] = Value::from("anyone");
+                    op["security"] = serde_json::json!([]);
+                }
+                // A route the table misses is refused; the document says so, and a test
+                // fails on it.
+                None => op["x-volcore-role"] = Value::from("undeclared"),
+            }
+        }
+    }
 }
 
 /// This document.
@@ -56,6 +97,8 @@ pub(crate) async fn openapi_handler() -> Json<Value> {
 fn status_text(code: u16) -> &'static str {
     match code {
         400 => "Bad input",
+        401 => "No client certificate",
+        403 => "The caller's role or tenants do not allow this",
         404 => "Not found",
         409 => "Conflict",
         423 => "Locked by another holder",

@@ -11,23 +11,24 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use tokio::time::Instant;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use volcore::{
-    CheckReport, EngineError, GlobalConfig, HostName, Keys, KvStore, LeaseId, LockInfo, LockKind,
-    Policy, PolicyName, PolicyRevision, RuntimeOptions, SnapshotName, Volume, VolumeInfo,
-    VolumeName, VolumeRef, Volumes, WatchEvent,
+    AuthView, CheckReport, EngineError, GlobalConfig, HostName, Keys, KvStore, LeaseId, LockInfo,
+    LockKind, Policy, PolicyName, PolicyRevision, Principal, RoleMap, RuntimeOptions, SnapshotName,
+    Subject, Tenant, TenantName, Volume, VolumeInfo, VolumeName, VolumeRef, Volumes, WatchEvent,
 };
 use volcore_api::types::{
     CopyRequest, CreateRequest, Health, Info, LocksRemoved, MaintenanceRequest, MaintenanceStarted,
-    PolicyEvent, Ready, Renewed, SessionLock, SnapshotTaken, StoreInfo,
+    PolicyEvent, Ready, Renewed, RoleGrant, SessionLock, SnapshotTaken, StoreInfo,
 };
 use volcore_api::{paths, ErrorCode, WhoAmI};
 
+use crate::auth::{need_admin, scope};
 use crate::error::{method_not_allowed, not_found, ApiError, ApiResult};
 use crate::openapi::{
     E400_404_409_423_502_503_504, E400_404_409_503, E400_404_423_502_503_504, E400_404_423_503,
@@ -39,6 +40,7 @@ use crate::{AppState, MasterConfig};
 pub fn test_router(kv: Arc<dyn KvStore>, engine: Volumes, keys: Keys) -> Router {
     router(AppState {
         engine: Arc::new(OnceLock::from(engine)),
+        auth: Arc::default(),
         waiting: Arc::default(),
         kv,
         keys,
@@ -50,6 +52,7 @@ pub fn test_router(kv: Arc<dyn KvStore>, engine: Volumes, keys: Keys) -> Router 
             host: HostName::new("test").unwrap_or_else(|_| unreachable!("valid host")),
             allow_null_backend: true,
             tls: None,
+            admin_identities: Vec::new(),
         }),
     })
 }
@@ -80,11 +83,19 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(check_dry, check_repair))
         .routes(routes!(maintenance_begin))
         .routes(routes!(maintenance_renew, maintenance_end))
+        .routes(routes!(roles_list))
+        .routes(routes!(role_put, role_delete))
+        .routes(routes!(tenants_list))
+        .routes(routes!(tenant_get, tenant_put, tenant_delete))
 }
 
 pub(crate) fn router(state: AppState) -> Router {
     let (routes, _) = api_router().split_for_parts();
     routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authorize,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -121,6 +132,24 @@ pub(crate) struct VolumePath {
     policy: String,
     /// The volume's name within it.
     volume: String,
+}
+
+/// `{subject}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct SubjectPath {
+    /// `user:<certificate CN>` or `group:<O, OU or URI SAN>`.
+    subject: String,
+}
+
+/// `{tenant}`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct TenantPath {
+    /// The tenant's name.
+    tenant: String,
 }
 
 /// `{session}`.
@@ -370,8 +399,13 @@ async fn global_put(State(s): State<AppState>, b: Bytes) -> ApiResult<Json<Globa
     tag = "policies",
     responses((status = 200, description = "Policies", body = Vec<Policy>), E503)
 )]
-async fn policies_list(State(s): State<AppState>) -> ApiResult<Json<Vec<Policy>>> {
-    Ok(Json(s.engine()?.policies().await?))
+async fn policies_list(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> ApiResult<Json<Vec<Policy>>> {
+    let mut all = s.engine()?.policies().await?;
+    all.retain(|p| who.may_use(&p.name));
+    Ok(Json(all))
 }
 
 /// One policy.
@@ -382,8 +416,14 @@ async fn policies_list(State(s): State<AppState>) -> ApiResult<Json<Vec<Policy>>
     params(PolicyPath),
     responses((status = 200, description = "The policy", body = Policy), E400_404_503)
 )]
-async fn policy_get(State(s): State<AppState>, Path(p): Path<String>) -> ApiResult<Json<Policy>> {
-    Ok(Json(s.engine()?.policy(&policy_name(&p)?).await?))
+async fn policy_get(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(p): Path<String>,
+) -> ApiResult<Json<Policy>> {
+    let p = policy_name(&p)?;
+    scope(&who, &p)?;
+    Ok(Json(s.engine()?.policy(&p).await?))
 }
 
 /// Upload a policy; records a new revision.
@@ -434,9 +474,12 @@ async fn policy_delete(
 )]
 async fn revisions_list(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(p): Path<String>,
 ) -> ApiResult<Json<Vec<u64>>> {
-    Ok(Json(s.engine()?.policy_revisions(&policy_name(&p)?).await?))
+    let p = policy_name(&p)?;
+    scope(&who, &p)?;
+    Ok(Json(s.engine()?.policy_revisions(&p).await?))
 }
 
 /// One revision of a policy.
@@ -449,8 +492,10 @@ async fn revisions_list(
 )]
 async fn revision_get(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult<Json<PolicyRevision>> {
+    scope(&who, &policy_name(&p)?)?;
     let rev: u64 = r
         .parse()
         .map_err(|_| ApiError::bad(format!("revision {r:?} is not a number")))?;
@@ -466,7 +511,11 @@ async fn revision_get(
     params(WatchQuery),
     responses((status = 200, description = "An endless NDJSON stream", body = PolicyEvent, content_type = "application/x-ndjson"), E400_503)
 )]
-async fn policies_watch(State(s): State<AppState>, RawQuery(q): RawQuery) -> ApiResult<Response> {
+async fn policies_watch(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
     let q = query(q)?;
     let after = match q.get("after") {
         None => None,
@@ -477,13 +526,18 @@ async fn policies_watch(State(s): State<AppState>, RawQuery(q): RawQuery) -> Api
     };
     let prefix = s.keys.all_policy_revisions();
     let stream = s.kv.watch(&prefix, after).await?;
+    let who = Arc::new(who);
     let lines = stream.filter_map(move |ev| {
-        let prefix = prefix.clone();
+        let (prefix, who) = (prefix.clone(), who.clone());
         async move {
             match ev {
                 Ok(WatchEvent::Put(e)) => {
                     let rest = e.key.strip_prefix(&prefix)?;
                     let (policy, rev) = rest.split_once('/')?;
+                    // Only uploads of policies the caller's tenants hold.
+                    if !PolicyName::new(policy).is_ok_and(|p| who.may_use(&p)) {
+                        return None;
+                    }
                     let rev: u64 = rev.parse().ok()?;
                     let ev = PolicyEvent::Uploaded {
                         policy: policy.to_owned(),
@@ -516,10 +570,12 @@ async fn policies_watch(State(s): State<AppState>, RawQuery(q): RawQuery) -> Api
 )]
 async fn volume_create(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     b: Bytes,
 ) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
     let req: CreateRequest = body(&b, "the create request")?;
     let v = VolumeRef::parse(&req.volume).map_err(|e| ApiError::bad(e.to_string()))?;
+    scope(&who, &v.policy)?;
     let info = s.engine()?.create(&v, &req.options).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -534,6 +590,7 @@ async fn volume_create(
 )]
 async fn volumes_list(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Vec<Volume>>> {
     let q = query(q)?;
@@ -542,6 +599,10 @@ async fn volumes_list(
         .filter(|p| !p.is_empty())
         .map(|p| policy_name(p))
         .transpose()?;
+    match &p {
+        Some(p) => scope(&who, p)?,
+        None => need_admin(&who, "listing every volume (volume list-all)")?,
+    }
     Ok(Json(s.engine()?.list(p.as_ref()).await?))
 }
 
@@ -555,8 +616,10 @@ async fn volumes_list(
 )]
 async fn volume_get(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<VolumeInfo>> {
+    scope(&who, &policy_name(&p)?)?;
     Ok(Json(s.engine()?.get(&vref(&p, &v)?).await?))
 }
 
@@ -570,11 +633,16 @@ async fn volume_get(
 )]
 async fn volume_remove(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<StatusCode> {
+    scope(&who, &policy_name(&p)?)?;
     let q = query(q)?;
     let force = query_bool(&q, "force")?;
+    if force {
+        need_admin(&who, "a forced remove (?force=true)")?;
+    }
     let timeout = query_duration(&q, "timeout")?;
     s.engine()?.remove(&vref(&p, &v)?, force, timeout).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -590,8 +658,10 @@ async fn volume_remove(
 )]
 async fn volume_remove_record(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    scope(&who, &policy_name(&p)?)?;
     s.engine()?.force_remove_record(&vref(&p, &v)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -606,8 +676,10 @@ async fn volume_remove_record(
 )]
 async fn runtime_get(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<RuntimeOptions>> {
+    scope(&who, &policy_name(&p)?)?;
     Ok(Json(s.engine()?.runtime(&vref(&p, &v)?).await?))
 }
 
@@ -622,9 +694,11 @@ async fn runtime_get(
 )]
 async fn runtime_put(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
     b: Bytes,
 ) -> ApiResult<Json<RuntimeOptions>> {
+    scope(&who, &policy_name(&p)?)?;
     Ok(Json(s.engine()?.set_runtime(&vref(&p, &v)?, &b).await?))
 }
 
@@ -638,8 +712,10 @@ async fn runtime_put(
 )]
 async fn snapshots_list(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<SnapshotName>>> {
+    scope(&who, &policy_name(&p)?)?;
     Ok(Json(s.engine()?.snapshots(&vref(&p, &v)?).await?))
 }
 
@@ -653,8 +729,10 @@ async fn snapshots_list(
 )]
 async fn snapshot_take(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<SnapshotTaken>)> {
+    scope(&who, &policy_name(&p)?)?;
     let name = s.engine()?.snapshot(&vref(&p, &v)?).await?;
     Ok((StatusCode::CREATED, Json(SnapshotTaken { snapshot: name })))
 }
@@ -670,9 +748,11 @@ async fn snapshot_take(
 )]
 async fn volume_copy(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
     b: Bytes,
 ) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
+    scope(&who, &policy_name(&p)?)?;
     let req: CopyRequest = body(&b, "the copy request")?;
     let snap = SnapshotName::new(req.snapshot).map_err(|e| ApiError::bad(e.to_string()))?;
     let target = VolumeName::new(req.target).map_err(|e| ApiError::bad(e.to_string()))?;
@@ -692,6 +772,7 @@ async fn volume_copy(
 )]
 async fn locks_list(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Vec<LockInfo>>> {
     let q = query(q)?;
@@ -702,7 +783,9 @@ async fn locks_list(
                 .ok_or_else(|| ApiError::bad(format!("?kind={k}: expected mount or op")))?,
         ),
     };
-    Ok(Json(s.engine()?.locks(kind).await?))
+    let mut locks = s.engine()?.locks(kind).await?;
+    locks.retain(|l| who.may_use(&l.holder.volume.policy));
+    Ok(Json(locks))
 }
 
 /// Leftovers of crashes (orphan storage, missing storage, stale locks and mount records, orphan keys), each with its fix; changes nothing.
@@ -737,8 +820,10 @@ async fn check_repair(State(s): State<AppState>) -> ApiResult<Json<CheckReport>>
 )]
 async fn locks_get(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<LockInfo>>> {
+    scope(&who, &policy_name(&p)?)?;
     let v = vref(&p, &v)?;
     let mut out = Vec::new();
     for kind in [LockKind::Mount, LockKind::Op] {
@@ -765,8 +850,10 @@ async fn locks_get(
 )]
 async fn locks_remove(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<LocksRemoved>> {
+    scope(&who, &policy_name(&p)?)?;
     let removed = s.engine()?.force_remove_locks(&vref(&p, &v)?).await?;
     Ok(Json(LocksRemoved { removed }))
 }
@@ -781,10 +868,12 @@ async fn locks_remove(
 )]
 async fn maintenance_begin(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     b: Bytes,
 ) -> ApiResult<(StatusCode, Json<MaintenanceStarted>)> {
     let req: MaintenanceRequest = body(&b, "the maintenance request")?;
     let v = VolumeRef::parse(&req.volume).map_err(|e| ApiError::bad(e.to_string()))?;
+    scope(&who, &v.policy)?;
     let host = HostName::new(req.host).map_err(|e| ApiError::bad(e.to_string()))?;
     let ttl = match &req.ttl {
         Some(t) => bounded_duration(t, "ttl", Duration::from_secs(2), Duration::from_secs(3600))?,
@@ -845,4 +934,133 @@ async fn maintenance_end(
 ) -> ApiResult<StatusCode> {
     s.engine()?.end_maintenance(&LeaseId::new(id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- roles and tenants ----------------------------------------------------------------
+
+/// The identity → role map.
+#[utoipa::path(
+    get,
+    path = paths::ROLES,
+    tag = "access",
+    responses((status = 200, description = "Every binding", body = RoleMap), E503)
+)]
+async fn roles_list(State(s): State<AppState>) -> ApiResult<Json<RoleMap>> {
+    Ok(Json(volcore::auth::roles(s.kv.as_ref(), &s.keys).await?))
+}
+
+/// Bind a subject (`user:<CN>` or `group:<O, OU or URI SAN>`) to a role.
+#[utoipa::path(
+    put,
+    path = paths::ROLE,
+    tag = "access",
+    params(SubjectPath),
+    request_body = RoleGrant,
+    responses((status = 200, description = "The role map now", body = RoleMap), E400_503)
+)]
+async fn role_put(
+    State(s): State<AppState>,
+    Path(subject): Path<String>,
+    b: Bytes,
+) -> ApiResult<Json<RoleMap>> {
+    let subject = Subject::new(subject)?;
+    let g: RoleGrant = body(&b, "the role grant")?;
+    let m = volcore::auth::grant(s.kv.as_ref(), &s.keys, &subject, g.role).await?;
+    Ok(Json(m))
+}
+
+/// Remove a subject's role.
+#[utoipa::path(
+    delete,
+    path = paths::ROLE,
+    tag = "access",
+    params(SubjectPath),
+    responses((status = 200, description = "The role map now", body = RoleMap), E400_404_503)
+)]
+async fn role_delete(
+    State(s): State<AppState>,
+    Path(subject): Path<String>,
+) -> ApiResult<Json<RoleMap>> {
+    let subject = Subject::new(subject)?;
+    Ok(Json(
+        volcore::auth::revoke(s.kv.as_ref(), &s.keys, &subject).await?,
+    ))
+}
+
+/// Every tenant.
+#[utoipa::path(
+    get,
+    path = paths::TENANTS,
+    tag = "access",
+    responses((status = 200, description = "Tenants", body = Vec<Tenant>), E503)
+)]
+async fn tenants_list(State(s): State<AppState>) -> ApiResult<Json<Vec<Tenant>>> {
+    let v = AuthView::load(s.kv.as_ref(), &s.keys).await?;
+    Ok(Json(v.tenants.into_values().collect()))
+}
+
+/// One tenant: for admins, and for its members.
+#[utoipa::path(
+    get,
+    path = paths::TENANT,
+    tag = "access",
+    params(TenantPath),
+    responses((status = 200, description = "The tenant", body = Tenant), E400_404_503)
+)]
+async fn tenant_get(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(t): Path<String>,
+) -> ApiResult<Json<Tenant>> {
+    let t = tenant_name(&t)?;
+    if !who.has(volcore::Role::Admin) && !who.tenants.contains(&t) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} is not a member of tenant {t}; only its members and admins can read it",
+                who.describe()
+            ),
+        ));
+    }
+    let mut v = AuthView::load(s.kv.as_ref(), &s.keys).await?;
+    v.tenants
+        .remove(&t)
+        .map(Json)
+        .ok_or_else(|| volcore::AuthError::NoTenant(t).into())
+}
+
+/// Create or replace a tenant.
+#[utoipa::path(
+    put,
+    path = paths::TENANT,
+    tag = "access",
+    params(TenantPath),
+    request_body(content = Tenant, description = "`{\"policies\": [\"policy1\"], \"members\": [\"user:alice\", \"group:ops\"]}`"),
+    responses((status = 200, description = "Stored", body = Tenant), E400_503)
+)]
+async fn tenant_put(
+    State(s): State<AppState>,
+    Path(t): Path<String>,
+    b: Bytes,
+) -> ApiResult<Json<Tenant>> {
+    let t = Tenant::from_json(&tenant_name(&t)?, &b)?;
+    volcore::auth::put_tenant(s.kv.as_ref(), &s.keys, &t).await?;
+    Ok(Json(t))
+}
+
+/// Delete a tenant (its policies and their volumes stay).
+#[utoipa::path(
+    delete,
+    path = paths::TENANT,
+    tag = "access",
+    params(TenantPath),
+    responses((status = 204, description = "Deleted"), E400_404_503)
+)]
+async fn tenant_delete(State(s): State<AppState>, Path(t): Path<String>) -> ApiResult<StatusCode> {
+    volcore::auth::delete_tenant(s.kv.as_ref(), &s.keys, &tenant_name(&t)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn tenant_name(t: &str) -> ApiResult<TenantName> {
+    TenantName::new(t).map_err(|e| ApiError::bad(e.to_string()))
 }

@@ -70,6 +70,42 @@ async fn openapi_is_served() {
     assert_eq!(doc, openapi());
 }
 
+/// Every operation declares the role it needs, in the document as in the table the
+/// middleware enforces (#13 item 2).
+#[test]
+fn every_operation_declares_its_role() {
+    let doc = openapi();
+    let mut seen = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            seen += 1;
+            let role = op["x-volcore-role"].as_str().unwrap_or("missing");
+            assert!(
+                ["anyone", "reader", "operator", "admin"].contains(&role),
+                "{method} {path}: role {role}"
+            );
+            if role != "anyone" {
+                assert!(op["responses"]["401"].is_object(), "{method} {path}");
+                assert!(op["responses"]["403"].is_object(), "{method} {path}");
+                assert_eq!(
+                    op["security"][0]["clientCertificate"][0], role,
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    assert_eq!(seen, 39);
+    assert_eq!(doc["paths"]["/v1/global"]["put"]["x-volcore-role"], "admin");
+    assert_eq!(
+        doc["paths"]["/v1/volumes"]["post"]["x-volcore-role"],
+        "operator"
+    );
+    assert_eq!(
+        doc["paths"]["/v1/volumes/{policy}/{volume}"]["get"]["x-volcore-role"],
+        "reader"
+    );
+}
+
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let (app, _k) = app().await;
@@ -82,7 +118,9 @@ async fn every_documented_operation_is_routed() {
                 .replace("{policy}", "p")
                 .replace("{volume}", "v")
                 .replace("{revision}", "1")
-                .replace("{session}", "1");
+                .replace("{session}", "1")
+                .replace("{subject}", "user:x")
+                .replace("{tenant}", "t");
             if path == "/v1/watch/policies" {
                 continue; // a stream that never ends; covered by the end-to-end tests
             }
@@ -102,7 +140,7 @@ async fn every_documented_operation_is_routed() {
             );
         }
     }
-    assert_eq!(ops, 31, "every operation but the watch");
+    assert_eq!(ops, 38, "every operation but the watch");
 }
 
 /// Every request and response body has a real schema (no bare `{"type":"object"}`),

@@ -11,8 +11,13 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, SanType,
 };
-use volcore::{Drivers, HostName, KvStore, MemKv};
-use volcore_api::{Client, ClientError, Identity, TlsFiles};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use volcore::{
+    Drivers, HostName, KvStore, MemKv, PolicyName, Role, Subject, TenantName, VolumeRef,
+};
+use volcore_api::{Client, ClientError, ErrorCode, Identity, TlsFiles};
 use volmaster::tls::TlsFiles as ServerTls;
 use volmaster::{serve, MasterConfig, MasterDeps};
 
@@ -121,6 +126,10 @@ impl Master {
 /// A volmaster serving TLS on 127.0.0.1, reached as `localhost`, the one name its
 /// certificate holds.
 async fn master(ca: &Ca) -> Master {
+    master_with(ca, Vec::new()).await
+}
+
+async fn master_with(ca: &Ca, admins: Vec<Subject>) -> Master {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = ca.issue(
         dir.path(),
@@ -147,6 +156,7 @@ async fn master(ca: &Ca) -> Master {
             key,
             client_ca: ca_file.clone(),
         }),
+        admin_identities: admins,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(
@@ -331,4 +341,146 @@ fn plain_http_beyond_loopback_needs_insecure() {
     assert!(e.contains("--insecure") && e.contains("--tls-cert"), "{e}");
     assert!(check_listen(any, false, true).is_ok());
     assert!(check_listen(any, true, false).is_ok());
+}
+
+fn api_error(e: ClientError) -> (u16, ErrorCode, String) {
+    match e {
+        ClientError::Api {
+            status,
+            code,
+            message,
+        } => (status, code, message),
+        other => panic!("not an API error: {other:?}"),
+    }
+}
+
+/// Waits (bounded) until `f` holds: role and tenant changes reach volmaster by a watch.
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..100 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what} never held");
+}
+
+/// Roles and tenants (#13 items 2-3): the bootstrap admin grants roles and makes a
+/// tenant; an operator acts inside its tenant only, a reader only reads, an identity
+/// without a role and a caller without a certificate are refused, each with a message
+/// that names the role or tenant it needed; a revocation takes effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_tenants_decide_what_each_identity_may_do() {
+    let ca = Ca::new("volcore test CA");
+    let m = master_with(&ca, vec![Subject::user("root").unwrap()]).await;
+    let d = m.dir.path();
+    let cert = |cn: &'static str, orgs: &'static [&'static str]| {
+        ca.issue(
+            d,
+            cn,
+            Leaf {
+                cn,
+                orgs,
+                ..Leaf::default()
+            },
+        )
+    };
+    let root = m.client(Some(cert("root", &[])));
+    let alice = m.client(Some(cert("alice", &["ops"])));
+    let carol = m.client(Some(cert("carol", &[])));
+    let bob = m.client(Some(cert("bob", &[])));
+    let anon = m.client(None);
+    let null = br#"{"backend":"null","create":{"size":"10MB"}}"#;
+    for p in ["p1", "p2"] {
+        let p = PolicyName::new(p).unwrap();
+        eventually("the bootstrap admin is served", async || {
+            root.upload_policy(&p, null.to_vec()).await.is_ok()
+        })
+        .await;
+    }
+    root.grant_role(&Subject::group("ops").unwrap(), Role::Operator)
+        .await
+        .unwrap();
+    root.grant_role(&Subject::user("carol").unwrap(), Role::Reader)
+        .await
+        .unwrap();
+    let blue = TenantName::new("blue").unwrap();
+    root.put_tenant(
+        &blue,
+        br#"{"policies":["p1"],"members":["group:ops","user:carol"]}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+    let no = BTreeMap::new();
+    let v1 = VolumeRef::parse("p1/v").unwrap();
+    let v2 = VolumeRef::parse("p2/v").unwrap();
+    // The operator (through its group) creates in its tenant…
+    eventually("alice's role and tenant are served", async || {
+        alice.create(&v1, &no).await.is_ok()
+    })
+    .await;
+    // …and not outside it.
+    let (st, code, msg) = api_error(alice.create(&v2, &no).await.unwrap_err());
+    assert_eq!((st, code), (403, ErrorCode::Forbidden), "{msg}");
+    assert!(
+        msg.contains("policy p2 is in none of user:alice's tenants (tenants blue)"),
+        "{msg}"
+    );
+    // Admin-only operations name the role they need.
+    let (st, _, msg) = api_error(alice.set_global(b"{}".to_vec()).await.unwrap_err());
+    assert_eq!(st, 403);
+    assert!(
+        msg.contains("user:alice has role operator; PUT /v1/global needs role admin"),
+        "{msg}"
+    );
+    let (st, _, msg) = api_error(alice.volumes(None).await.unwrap_err());
+    assert_eq!(st, 403, "{msg}");
+    assert!(msg.contains("listing every volume"), "{msg}");
+    let force = volcore_api::RemoveOptions {
+        force: true,
+        timeout: None,
+    };
+    let (st, _, msg) = api_error(alice.remove(&v1, force).await.unwrap_err());
+    assert_eq!(st, 403, "{msg}");
+    // Lists hold only what the caller's tenants hold.
+    let names: Vec<String> = alice
+        .policies()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name.to_string())
+        .collect();
+    assert_eq!(names, ["p1"]);
+    assert_eq!(alice.volumes(Some(&v1.policy)).await.unwrap().len(), 1);
+    // The reader reads and does not write.
+    assert_eq!(carol.volume(&v1).await.unwrap().volume.name, v1.volume);
+    let (st, _, msg) = api_error(carol.remove(&v1, Default::default()).await.unwrap_err());
+    assert_eq!(st, 403);
+    assert!(msg.contains("needs role operator"), "{msg}");
+    assert_eq!(carol.tenant(&blue).await.unwrap().policies.len(), 1);
+    // No role at all, and no certificate at all.
+    let (st, _, msg) = api_error(bob.policies().await.unwrap_err());
+    assert_eq!(st, 403);
+    assert!(
+        msg.contains("user:bob has no role") && msg.contains("needs role reader"),
+        "{msg}"
+    );
+    let (st, code, msg) = api_error(anon.volume(&v1).await.unwrap_err());
+    assert_eq!((st, code), (401, ErrorCode::Unauthenticated), "{msg}");
+    assert!(msg.contains("needs a client certificate"), "{msg}");
+    // The admin sees everything.
+    assert_eq!(root.volumes(None).await.unwrap().len(), 1);
+    assert_eq!(root.roles().await.unwrap().bindings.len(), 2);
+    // A revocation is in force once volmaster has seen it.
+    root.revoke_role(&Subject::group("ops").unwrap())
+        .await
+        .unwrap();
+    eventually("alice's role is gone", async || {
+        alice
+            .create(&VolumeRef::parse("p1/w").unwrap(), &no)
+            .await
+            .is_err_and(|e| e.status() == Some(403))
+    })
+    .await;
+    m.stop().await;
 }

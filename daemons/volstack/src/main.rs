@@ -70,6 +70,7 @@ async fn main() -> Result<()> {
         host: host.clone(),
         allow_null_backend: false, // already in `drivers` when allowed
         tls: None,
+        admin_identities: Vec::new(),
     };
     let pcfg = PluginConfig {
         socket_dir: a.plugin.socket_dir,
