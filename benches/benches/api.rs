@@ -119,6 +119,7 @@ fn layers(c: &mut Criterion) {
         allow_null_backend: true,
         tls: None,
         admin_identities: Vec::new(),
+        audit_keep: volmaster::DEFAULT_AUDIT_KEEP,
     };
     rt.spawn(serve(
         cfg,

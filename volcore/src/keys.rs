@@ -120,6 +120,16 @@ impl Keys {
         format!("{}/global", self.prefix)
     }
 
+    /// `audit/`: the audit trail, oldest first.
+    pub fn audit(&self) -> String {
+        format!("{}/audit/", self.prefix)
+    }
+
+    /// `audit/<id>`; ids sort by time (see volmaster's audit trail).
+    pub fn audit_entry(&self, id: &str) -> String {
+        format!("{}/audit/{id}", self.prefix)
+    }
+
     /// `auth/`.
     pub fn auth(&self) -> String {
         format!("{}/auth/", self.prefix)

@@ -176,6 +176,7 @@ async fn main() -> Result<()> {
         allow_null_backend: true,
         tls: None,
         admin_identities: Vec::new(),
+        audit_keep: volmaster::DEFAULT_AUDIT_KEEP,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(

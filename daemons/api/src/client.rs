@@ -541,6 +541,23 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/audit` (admin): entries at or after `since` (an RFC 3339 time or a
+    /// duration back from now, `1h`), the newest `limit` of them, oldest first.
+    pub async fn audit(
+        &self,
+        since: Option<&str>,
+        limit: Option<usize>,
+    ) -> Res<Vec<crate::types::AuditEntry>> {
+        let mut url = self.url(paths::AUDIT, &[]);
+        if let Some(s) = since {
+            url.query_pairs_mut().append_pair("since", s);
+        }
+        if let Some(l) = limit {
+            url.query_pairs_mut().append_pair("limit", &l.to_string());
+        }
+        self.call(Method::GET, url, None, "audit entries").await
+    }
+
     /// `GET /v1/roles`: the identity → role map (admin).
     pub async fn roles(&self) -> Res<RoleMap> {
         self.call(

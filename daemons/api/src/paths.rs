@@ -12,6 +12,8 @@ pub const INFO: &str = "/v1/info";
 pub const OPENAPI: &str = "/v1/openapi.json";
 /// Who the caller is, by its client certificate.
 pub const WHOAMI: &str = "/v1/whoami";
+/// The audit trail.
+pub const AUDIT: &str = "/v1/audit";
 /// The identity → role map.
 pub const ROLES: &str = "/v1/roles";
 /// One subject's role (`user:<CN>` or `group:<name>`).

@@ -95,6 +95,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TenantCmd,
     },
+    /// The audit trail of mutating and refused requests (admin).
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Entries, oldest first.
+    List {
+        /// Only entries at or after this: a time (2026-12-04T10:00:00Z) or a duration
+        /// back from now (1h).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many, the newest.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -517,6 +536,19 @@ async fn run(cli: Cli) -> Res<u8> {
                 });
             }
         },
+        Cmd::Audit {
+            cmd: AuditCmd::List { since, limit },
+        } => {
+            let all = c.audit(since.as_deref(), limit).await?;
+            out(&value(&all), &|_| {
+                for e in &all {
+                    println!(
+                        "{}  {:<7} {:>3}  {:<24} {} {}",
+                        e.time, e.outcome, e.status, e.who, e.method, e.path
+                    );
+                }
+            });
+        }
         Cmd::Whoami => {
             let w = c.whoami().await?;
             out(&value(&w), &|_| match &w.identity {

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use volcore::{AuthView, Keys, KvStore, PolicyName, Principal, Role, Subject, WatchEvent};
+use volcore_api::types::AuditEntry;
 use volcore_api::{paths, ErrorCode};
 
 use crate::error::{ApiError, ApiResult};
@@ -76,6 +78,7 @@ pub(crate) const ACCESS: &[(&str, &str, Need)] = &[
         paths::MAINTENANCE_SESSION,
         Need::Role(Role::Operator),
     ),
+    ("get", paths::AUDIT, Need::Role(Role::Admin)),
     ("get", paths::ROLES, Need::Role(Role::Admin)),
     ("put", paths::ROLE, Need::Role(Role::Admin)),
     ("delete", paths::ROLE, Need::Role(Role::Admin)),
@@ -112,53 +115,92 @@ fn principal(s: &AppState, caller: Option<&Caller>) -> ApiResult<Option<Principa
 }
 
 /// The middleware: finds the route's need, refuses a caller without a certificate (401)
-/// or without the role (403), and hands the principal to the handler.
+/// or without the role (403), hands the principal to the handler, and audits every
+/// mutating request and every refusal.
 pub(crate) async fn authorize(
     State(s): State<AppState>,
     matched: Option<MatchedPath>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let (resp, who) = decide(&s, matched, req, next).await;
+    let status = resp.status().as_u16();
+    let refused = matches!(status, 401 | 403);
+    if refused || !matches!(method, Method::GET | Method::HEAD) {
+        s.audit.record(AuditEntry {
+            time: crate::audit::now(),
+            who: who
+                .as_ref()
+                .map_or_else(|| "anonymous".to_owned(), Principal::describe),
+            groups: who.map(|p| p.groups).unwrap_or_default(),
+            method: method.to_string(),
+            path,
+            status,
+            outcome: if refused {
+                "refused"
+            } else if resp.status().is_success() {
+                "ok"
+            } else {
+                "failed"
+            }
+            .to_owned(),
+        });
+    }
+    resp
+}
+
+async fn decide(
+    s: &AppState,
+    matched: Option<MatchedPath>,
+    mut req: Request,
+    next: Next,
+) -> (Response, Option<Principal>) {
     let method = req.method().as_str().to_ascii_lowercase();
+    let caller = req.extensions().get::<Caller>().cloned();
+    let who = match principal(s, caller.as_ref()) {
+        Ok(p) => p,
+        Err(e) => return (e.into_response(), None),
+    };
     let Some(path) = matched.map(|m| m.as_str().to_owned()) else {
         // No route matched: the fallback answers (404/405).
-        return next.run(req).await;
+        return (next.run(req).await, who);
     };
     let Some(need) = need_of(&method, &path) else {
-        return ApiError::new(
+        let e = ApiError::new(
             ErrorCode::Forbidden,
             format!(
                 "{} {path} declares no role and is refused",
                 method.to_uppercase()
             ),
-        )
-        .into_response();
-    };
-    let caller = req.extensions().get::<Caller>().cloned();
-    let who = match principal(&s, caller.as_ref()) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
+        );
+        return (e.into_response(), who);
     };
     if let Need::Role(role) = need {
         let Some(p) = &who else {
-            return ApiError::new(
+            let e = ApiError::new(
                 ErrorCode::Unauthenticated,
                 format!(
                     "{} {path} needs a client certificate with role {role} or higher; connect with --cert and --key",
                     method.to_uppercase()
                 ),
-            )
-            .into_response();
+            );
+            return (e.into_response(), None);
         };
         if !p.has(role) {
-            return forbidden_role(p, role, &format!("{} {path}", method.to_uppercase()))
-                .into_response();
+            let e = forbidden_role(p, role, &format!("{} {path}", method.to_uppercase()));
+            return (e.into_response(), who);
         }
     }
-    if let Some(p) = who {
-        req.extensions_mut().insert(p);
+    if let Some(p) = &who {
+        req.extensions_mut().insert(p.clone());
     }
-    next.run(req).await
+    (next.run(req).await, who)
 }
 
 /// 403 for a principal without `role`.

@@ -34,6 +34,9 @@ struct Args {
     /// map names admins (`volcli role grant`).
     #[arg(long = "admin-identity", env = "VOLMASTER_ADMIN_IDENTITY", value_delimiter = ',', value_parser = subject)]
     admin_identities: Vec<volcore::Subject>,
+    /// How many audit entries the store keeps (the oldest are dropped).
+    #[arg(long, env = "VOLMASTER_AUDIT_KEEP", default_value_t = volmaster::DEFAULT_AUDIT_KEEP)]
+    audit_keep: usize,
     /// Serve plain HTTP on a non-loopback --listen address (no authentication: anyone who
     /// can reach it can do anything). Logged as a warning.
     #[arg(long, env = "VOLMASTER_INSECURE")]
@@ -79,6 +82,7 @@ async fn main() -> Result<()> {
         allow_null_backend: args.drivers.allow_null_backend,
         tls,
         admin_identities: args.admin_identities,
+        audit_keep: args.audit_keep,
     };
     // volmaster adds the null driver itself when allowed (see MasterConfig).
     let ceph: &CephArgs = &args.drivers.ceph;

@@ -23,8 +23,9 @@ use volcore::{
     Subject, Tenant, TenantName, Volume, VolumeInfo, VolumeName, VolumeRef, Volumes, WatchEvent,
 };
 use volcore_api::types::{
-    CopyRequest, CreateRequest, Health, Info, LocksRemoved, MaintenanceRequest, MaintenanceStarted,
-    PolicyEvent, Ready, Renewed, RoleGrant, SessionLock, SnapshotTaken, StoreInfo,
+    AuditEntry, CopyRequest, CreateRequest, Health, Info, LocksRemoved, MaintenanceRequest,
+    MaintenanceStarted, PolicyEvent, Ready, Renewed, RoleGrant, SessionLock, SnapshotTaken,
+    StoreInfo,
 };
 use volcore_api::{paths, ErrorCode, WhoAmI};
 
@@ -41,6 +42,7 @@ pub fn test_router(kv: Arc<dyn KvStore>, engine: Volumes, keys: Keys) -> Router 
     router(AppState {
         engine: Arc::new(OnceLock::from(engine)),
         auth: Arc::default(),
+        audit: crate::audit::Audit::start(kv.clone(), keys.clone(), crate::audit::DEFAULT_KEEP),
         waiting: Arc::default(),
         kv,
         keys,
@@ -53,6 +55,7 @@ pub fn test_router(kv: Arc<dyn KvStore>, engine: Volumes, keys: Keys) -> Router 
             allow_null_backend: true,
             tls: None,
             admin_identities: Vec::new(),
+            audit_keep: crate::audit::DEFAULT_KEEP,
         }),
     })
 }
@@ -83,6 +86,7 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(check_dry, check_repair))
         .routes(routes!(maintenance_begin))
         .routes(routes!(maintenance_renew, maintenance_end))
+        .routes(routes!(audit_list))
         .routes(routes!(roles_list))
         .routes(routes!(role_put, role_delete))
         .routes(routes!(tenants_list))
@@ -132,6 +136,17 @@ pub(crate) struct VolumePath {
     policy: String,
     /// The volume's name within it.
     volume: String,
+}
+
+/// `?since=&limit=`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct AuditQuery {
+    /// Only entries at or after this: an RFC 3339 time, or a duration back from now (`1h`).
+    since: Option<String>,
+    /// At most this many (the newest), 1 to 100000; default 1000.
+    limit: Option<u32>,
 }
 
 /// `{subject}`.
@@ -936,7 +951,37 @@ async fn maintenance_end(
     Ok(StatusCode::NO_CONTENT)
 }
 
-// ----- roles and tenants ----------------------------------------------------------------
+// ----- audit, roles and tenants ----------------------------------------------------------
+
+/// The audit trail: mutating and refused requests, oldest first.
+#[utoipa::path(
+    get,
+    path = paths::AUDIT,
+    tag = "access",
+    params(AuditQuery),
+    responses((status = 200, description = "Entries", body = Vec<AuditEntry>), E400_503)
+)]
+async fn audit_list(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    let q = query(q)?;
+    let since = q
+        .get("since")
+        .map(|v| crate::audit::parse_since(v).map_err(ApiError::bad))
+        .transpose()?;
+    let limit = match q.get("limit") {
+        None => 1000,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100_000).contains(n))
+            .ok_or_else(|| ApiError::bad(format!("?limit={l}: expected 1 to 100000")))?,
+    };
+    Ok(Json(
+        crate::audit::list(s.kv.as_ref(), &s.keys, since, limit).await?,
+    ))
+}
 
 /// The identity → role map.
 #[utoipa::path(

@@ -157,6 +157,7 @@ async fn master_with(ca: &Ca, admins: Vec<Subject>) -> Master {
             client_ca: ca_file.clone(),
         }),
         admin_identities: admins,
+        audit_keep: volmaster::DEFAULT_AUDIT_KEEP,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(
@@ -471,6 +472,25 @@ async fn roles_and_tenants_decide_what_each_identity_may_do() {
     // The admin sees everything.
     assert_eq!(root.volumes(None).await.unwrap().len(), 1);
     assert_eq!(root.roles().await.unwrap().bindings.len(), 2);
+    // Refusals and changes are audited, with who and the outcome.
+    eventually("the audit trail has the refusals", async || {
+        let Ok(trail) = root.audit(Some("1h"), None).await else {
+            return false;
+        };
+        let has = |who: &str, method: &str, status: u16, outcome: &str| {
+            trail.iter().any(|e| {
+                e.who == who && e.method == method && e.status == status && e.outcome == outcome
+            })
+        };
+        has("user:alice", "POST", 403, "refused")
+            && has("user:alice", "POST", 201, "ok")
+            && has("anonymous", "GET", 401, "refused")
+            && has("user:bob", "GET", 403, "refused")
+            && has("user:root", "PUT", 200, "ok")
+    })
+    .await;
+    let (st, _, _) = api_error(alice.audit(None, None).await.unwrap_err());
+    assert_eq!(st, 403, "the trail is for admins");
     // A revocation is in force once volmaster has seen it.
     root.revoke_role(&Subject::group("ops").unwrap())
         .await

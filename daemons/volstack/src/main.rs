@@ -71,6 +71,7 @@ async fn main() -> Result<()> {
         allow_null_backend: false, // already in `drivers` when allowed
         tls: None,
         admin_identities: Vec::new(),
+        audit_keep: volmaster::DEFAULT_AUDIT_KEEP,
     };
     let pcfg = PluginConfig {
         socket_dir: a.plugin.socket_dir,
