@@ -6,6 +6,9 @@
 #                                 with etcd.pid and its command line in cmd), prints the
 #                                 client endpoints "127.0.0.1:A,127.0.0.1:B,127.0.0.1:C"
 #   scripts/etcd.sh restart-member DIR I → starts member I again (after it was killed)
+#   scripts/etcd.sh start-tls DIR CA CERT KEY → etcd serving TLS with client-certificate
+#                                 auth (its certificate CERT/KEY, clients signed by CA),
+#                                 prints "127.0.0.1:PORT"; health is checked with CERT/KEY
 set -euo pipefail
 
 free_port() {
@@ -59,6 +62,33 @@ case "$cmd" in
       sleep 0.1
     done
     echo "etcd did not become healthy in 10 s; its log:" >&2; cat "$dir/etcd.log" >&2
+    exit 1
+    ;;
+  start-tls)
+    ca=${3:?usage: etcd.sh start-tls DIR CA CERT KEY}; cert=${4:?}; key=${5:?}
+    command -v etcd >/dev/null || { echo "etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
+    mkdir -p "$dir"
+    client=$(free_port); peer=$(free_port)
+    while [ "$peer" = "$client" ]; do peer=$(free_port); done
+    etcd --name volcore-tls --data-dir "$dir/data" \
+      --listen-client-urls "https://127.0.0.1:$client" --advertise-client-urls "https://127.0.0.1:$client" \
+      --cert-file "$cert" --key-file "$key" --trusted-ca-file "$ca" --client-cert-auth \
+      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+      --initial-cluster "volcore-tls=http://127.0.0.1:$peer" \
+      --log-level warn >"$dir/etcd.log" 2>&1 &
+    echo $! >"$dir/etcd.pid"
+    for _ in $(seq 1 100); do
+      if ETCDCTL_API=3 etcdctl --endpoints "https://127.0.0.1:$client" --cacert "$ca" --cert "$cert" --key "$key" \
+          endpoint health >/dev/null 2>&1; then
+        echo "127.0.0.1:$client"
+        exit 0
+      fi
+      if ! kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null; then
+        echo "etcd exited; its log:" >&2; cat "$dir/etcd.log" >&2; exit 1
+      fi
+      sleep 0.1
+    done
+    echo "etcd (TLS) did not become healthy in 10 s; its log:" >&2; cat "$dir/etcd.log" >&2
     exit 1
     ;;
   cluster)
@@ -124,5 +154,5 @@ case "$cmd" in
       rm -f "$dir/etcd.pid"
     fi
     ;;
-  *) echo "usage: etcd.sh start|stop|cluster|restart-member DIR" >&2; exit 2 ;;
+  *) echo "usage: etcd.sh start|start-tls|stop|cluster|restart-member DIR" >&2; exit 2 ;;
 esac

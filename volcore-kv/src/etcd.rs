@@ -28,6 +28,30 @@ pub struct EtcdConfig {
     pub request_timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// TLS to etcd (`etcds://`); required then.
+    pub tls: Option<EtcdTls>,
+    /// etcd's own authentication: user name and password.
+    pub user: Option<(String, String)>,
+}
+
+/// TLS to etcd: the CA that signed its certificate and, for etcd's
+/// `--client-cert-auth`, this client's certificate and key (all PEM).
+#[derive(Clone, Default)]
+pub struct EtcdTls {
+    /// The CA certificate(s).
+    pub ca_pem: Vec<u8>,
+    /// This client's certificate chain and key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("EtcdTls")
+            .field("ca_pem", &format_args!("{} bytes", self.ca_pem.len()))
+            .field("identity", &self.identity.is_some())
+            .finish()
+    }
 }
 
 impl EtcdConfig {
@@ -37,12 +61,23 @@ impl EtcdConfig {
             endpoints: endpoints.into_iter().map(Into::into).collect(),
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
+            tls: None,
+            user: None,
         }
     }
 
-    /// Parses `etcd://h:p[,h:p…]` (the daemons' `--kv` form) or a bare `h:p[,h:p…]` list.
+    /// Whether `url` asks for TLS (`etcds://`).
+    pub fn wants_tls(url: &str) -> bool {
+        url.starts_with("etcds://")
+    }
+
+    /// Parses `etcd://h:p[,h:p…]` or `etcds://…` (TLS; give [`tls`](Self::tls) too) — the
+    /// daemons' `--kv` forms — or a bare `h:p[,h:p…]` list.
     pub fn parse(url: &str) -> Result<Self, KvError> {
-        let list = url.strip_prefix("etcd://").unwrap_or(url);
+        let list = url
+            .strip_prefix("etcds://")
+            .or_else(|| url.strip_prefix("etcd://"))
+            .unwrap_or(url);
         let endpoints: Vec<String> = list
             .split(',')
             .map(str::trim)
@@ -209,11 +244,29 @@ fn compare(key: &str, pre: Precondition) -> Option<Compare> {
 impl EtcdKv {
     /// Connects (the connection is lazy; the first call checks reachability).
     pub async fn connect(cfg: EtcdConfig) -> Result<Self, KvError> {
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_timeout(cfg.request_timeout)
             .with_connect_timeout(cfg.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = Client::connect(&cfg.endpoints, Some(opts))
+        let mut endpoints = cfg.endpoints.clone();
+        if let Some(t) = &cfg.tls {
+            let mut tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(&t.ca_pem));
+            if let Some((cert, key)) = &t.identity {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            opts = opts.with_tls(tls);
+            // Bare host:port: etcd-client adds https:// when TLS is set.
+            for e in &mut endpoints {
+                if let Some(rest) = e.strip_prefix("http://") {
+                    *e = rest.to_owned();
+                }
+            }
+        }
+        if let Some((user, password)) = &cfg.user {
+            opts = opts.with_user(user.clone(), password.clone());
+        }
+        let client = Client::connect(&endpoints, Some(opts))
             .await
             .map_err(|e| map_err("connect", e))?;
         Ok(Self {

@@ -21,7 +21,7 @@ mod etcd;
 #[cfg(feature = "embedded")]
 pub use embedded::EmbeddedKv;
 #[cfg(feature = "etcd")]
-pub use etcd::{EtcdConfig, EtcdKv};
+pub use etcd::{EtcdConfig, EtcdKv, EtcdTls};
 
 /// Opens the store a `--kv` argument names.
 pub async fn open(spec: &str) -> Result<Arc<dyn KvStore>, KvError> {
@@ -40,6 +40,11 @@ pub async fn open(spec: &str) -> Result<Arc<dyn KvStore>, KvError> {
                 reason: "this build has no embedded store (cargo feature `embedded`)".into(),
             });
         }
+    }
+    if spec.starts_with("etcds://") {
+        return Err(KvError::Invalid {
+            reason: format!("{spec:?} is etcd over TLS: it needs the CA (and, for client-certificate auth, a certificate and key) — the daemons take --kv-cacert, --kv-cert and --kv-key; in code, build an EtcdConfig with tls"),
+        });
     }
     if spec.starts_with("etcd://") {
         #[cfg(feature = "etcd")]

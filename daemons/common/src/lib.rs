@@ -150,20 +150,101 @@ pub fn host_label(given: Option<String>) -> Result<HostName> {
 /// Where a daemon keeps its state: the store and its key prefix.
 #[derive(clap::Args, Clone, Debug)]
 pub struct StoreArgs {
-    /// The store: etcd://host:port[,host:port…] | embedded:PATH | memory:
+    /// The store: etcd://host:port[,host:port…] | etcds://… (TLS) | embedded:PATH | memory:
     #[arg(long, env = "VOLCORE_KV", default_value = "etcd://127.0.0.1:2379")]
     pub kv: String,
     /// Key prefix in the store.
     #[arg(long, env = "VOLCORE_PREFIX", default_value = "/volplugin")]
     pub prefix: String,
+    /// etcds://: the CA certificate (PEM) that signed etcd's certificate.
+    #[arg(long, env = "VOLCORE_KV_CACERT")]
+    pub kv_cacert: Option<std::path::PathBuf>,
+    /// etcds://: this daemon's client certificate (PEM), for etcd's --client-cert-auth.
+    #[arg(long, env = "VOLCORE_KV_CERT", requires = "kv_key")]
+    pub kv_cert: Option<std::path::PathBuf>,
+    /// etcds://: its private key (PEM).
+    #[arg(long, env = "VOLCORE_KV_KEY", requires = "kv_cert")]
+    pub kv_key: Option<std::path::PathBuf>,
+    /// etcd user name (etcd's own authentication); the password comes from
+    /// --kv-password-file or VOLCORE_KV_PASSWORD.
+    #[arg(long, env = "VOLCORE_KV_USER")]
+    pub kv_user: Option<String>,
+    /// A file holding the etcd user's password (its first line).
+    #[arg(long, env = "VOLCORE_KV_PASSWORD_FILE")]
+    pub kv_password_file: Option<std::path::PathBuf>,
 }
 
 impl StoreArgs {
     /// Opens the store.
     pub async fn open(&self) -> Result<Arc<dyn KvStore>> {
-        volcore_kv::open(&self.kv)
-            .await
-            .with_context(|| format!("opening store {}", self.kv))
+        let is_etcd = self.kv.starts_with("etcd://") || self.kv.starts_with("etcds://");
+        let tls_flags = self.kv_cacert.is_some() || self.kv_cert.is_some();
+        if !is_etcd {
+            if tls_flags || self.kv_user.is_some() {
+                anyhow::bail!("--kv-cacert, --kv-cert, --kv-key and --kv-user are for etcd stores (etcd:// or etcds://), not {}", self.kv);
+            }
+            return volcore_kv::open(&self.kv)
+                .await
+                .with_context(|| format!("opening store {}", self.kv));
+        }
+        let mut cfg = volcore_kv::EtcdConfig::parse(&self.kv)?;
+        let tls = volcore_kv::EtcdConfig::wants_tls(&self.kv);
+        if tls {
+            let ca = self.kv_cacert.as_ref().with_context(|| {
+                format!(
+                    "{} is etcd over TLS: give --kv-cacert, the CA that signed etcd's certificate",
+                    self.kv
+                )
+            })?;
+            let read = |p: &std::path::Path, flag: &str| {
+                std::fs::read(p).with_context(|| format!("reading {flag} {}", p.display()))
+            };
+            let identity = match (&self.kv_cert, &self.kv_key) {
+                (Some(c), Some(k)) => Some((read(c, "--kv-cert")?, read(k, "--kv-key")?)),
+                _ => None,
+            };
+            cfg.tls = Some(volcore_kv::EtcdTls {
+                ca_pem: read(ca, "--kv-cacert")?,
+                identity,
+            });
+        } else if tls_flags {
+            anyhow::bail!(
+                "--kv-cacert and --kv-cert are for TLS: write the store as etcds://{}",
+                self.kv.trim_start_matches("etcd://")
+            );
+        }
+        if let Some(user) = &self.kv_user {
+            cfg.user = Some((user.clone(), self.password()?));
+        }
+        // With etcd users the client authenticates as it connects, so an etcd that is not
+        // up yet is waited for here (a refused password is final).
+        let mut pause = std::time::Duration::from_millis(200);
+        loop {
+            match volcore_kv::EtcdKv::connect(cfg.clone()).await {
+                Ok(kv) => return Ok(Arc::new(kv)),
+                Err(e) if cfg.user.is_some() && e.is_retryable() => {
+                    warn!(error = %e, store = %self.kv, "etcd is not reachable yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e))
+                        .with_context(|| format!("opening store {}", self.kv))
+                }
+            }
+        }
+    }
+
+    /// The etcd password: from --kv-password-file, else VOLCORE_KV_PASSWORD.
+    fn password(&self) -> Result<String> {
+        if let Some(f) = &self.kv_password_file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading --kv-password-file {}", f.display()))?;
+            return Ok(text.lines().next().unwrap_or_default().to_owned());
+        }
+        std::env::var("VOLCORE_KV_PASSWORD").map_err(|_| {
+            anyhow::anyhow!("--kv-user needs a password: give --kv-password-file FILE or set VOLCORE_KV_PASSWORD")
+        })
     }
 }
 

@@ -73,6 +73,8 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+pub mod pki;
+
 /// `target/tmp`: scratch space for tests (the per-test directories under it are unique).
 pub fn target_tmp() -> PathBuf {
     let p = profile_dir().parent().unwrap().join("tmp");
@@ -181,6 +183,8 @@ pub fn volcli(c: &Cluster, args: &[&str], stdin: Option<&str>) -> (i32, String, 
 pub fn volcli_command(url: impl AsRef<str>) -> Command {
     let mut c = Command::new(bin("volcli"));
     c.env("VOLCLI_MASTER", url.as_ref());
+    // Never the developer's own ~/.config/volcore/volcli.toml.
+    c.env("XDG_CONFIG_HOME", target_tmp().join("no-config"));
     c
 }
 

@@ -118,8 +118,8 @@ enum AuditCmd {
 
 #[derive(Subcommand)]
 enum RoleCmd {
-    /// Bind a subject to a role: SUBJECT is user:<certificate CN> or group:<O, OU or URI
-    /// SAN>; ROLE is reader, operator or admin.
+    /// Bind a subject to a role: SUBJECT is user:CN (a certificate's common name) or
+    /// group:NAME (its O, OU or a URI SAN); ROLE is reader, operator or admin.
     Grant { subject: String, role: String },
     /// Remove a subject's role.
     Revoke { subject: String },

@@ -4,15 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, SanType,
-};
 use std::collections::BTreeMap;
 use std::time::Duration;
+use volcore_system_tests::pki::{Ca, Leaf, Pair};
 
 use volcore::{
     Drivers, HostName, KvStore, MemKv, PolicyName, Role, Subject, TenantName, VolumeRef,
@@ -20,76 +17,6 @@ use volcore::{
 use volcore_api::{Client, ClientError, ErrorCode, Identity, TlsFiles};
 use volmaster::tls::TlsFiles as ServerTls;
 use volmaster::{serve, MasterConfig, MasterDeps};
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Self {
-            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    /// A leaf certificate and key, written as PEM files in `dir` as `<stem>.pem` and
-    /// `<stem>.key`.
-    fn issue(&self, dir: &Path, stem: &str, leaf: Leaf<'_>) -> (PathBuf, PathBuf) {
-        let mut p =
-            CertificateParams::new(leaf.dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        for ip in leaf.ips {
-            p.subject_alt_names
-                .push(SanType::IpAddress(ip.parse().unwrap()));
-        }
-        for uri in leaf.uris {
-            p.subject_alt_names
-                .push(SanType::URI((*uri).try_into().unwrap()));
-        }
-        p.distinguished_name.push(DnType::CommonName, leaf.cn);
-        for o in leaf.orgs {
-            p.distinguished_name.push(DnType::OrganizationName, *o);
-        }
-        p.extended_key_usages = vec![if leaf.server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        if leaf.expired {
-            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        let (c, k) = (
-            dir.join(format!("{stem}.pem")),
-            dir.join(format!("{stem}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
-
-    fn write(&self, dir: &Path, stem: &str) -> PathBuf {
-        let p = dir.join(format!("{stem}.pem"));
-        std::fs::write(&p, self.issuer.pem()).unwrap();
-        p
-    }
-}
-
-#[derive(Default)]
-struct Leaf<'a> {
-    cn: &'a str,
-    orgs: &'a [&'a str],
-    dns: &'a [&'a str],
-    ips: &'a [&'a str],
-    uris: &'a [&'a str],
-    server: bool,
-    expired: bool,
-}
 
 struct Master {
     url: String,
@@ -100,12 +27,12 @@ struct Master {
 }
 
 impl Master {
-    fn client(&self, cert: Option<(PathBuf, PathBuf)>) -> Client {
+    fn client(&self, cert: Option<Pair>) -> Client {
         self.client_at(&self.url, cert)
     }
 
-    fn client_at(&self, url: &str, cert: Option<(PathBuf, PathBuf)>) -> Client {
-        let (cert, key) = cert.unzip();
+    fn client_at(&self, url: &str, cert: Option<Pair>) -> Client {
+        let (cert, key) = cert.map(|p| (p.cert, p.key)).unzip();
         Client::with_tls(
             url,
             &TlsFiles {
@@ -131,7 +58,7 @@ async fn master(ca: &Ca) -> Master {
 
 async fn master_with(ca: &Ca, admins: Vec<Subject>) -> Master {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = ca.issue(
+    let Pair { cert, key } = ca.issue(
         dir.path(),
         "server",
         Leaf {
