@@ -49,6 +49,7 @@ test_pkgs=(
   "rbd-fuse /usr/bin/rbd-fuse"                               # block access without kernel modules
   "uuid-runtime /usr/bin/uuidgen"
   "e2fsprogs /usr/sbin/debugfs"                              # reads files out of exported images
+  "python3-venv /usr/share/doc/python3-venv/copyright"       # schemathesis runs in a virtualenv
 )
 
 want=("${run_pkgs[@]}")

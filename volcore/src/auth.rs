@@ -200,7 +200,7 @@ pub struct RoleMap {
 pub struct Tenant {
     /// Its name (from the path it is stored at; an uploaded document may repeat it).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub name: Option<TenantName>,
     /// The policies it groups.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]

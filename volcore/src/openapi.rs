@@ -2,12 +2,12 @@
 //! shape: names and sizes travel as strings, [`Backends`] and [`GlobalConfig`] keep
 //! volplugin's documents. The plain records derive theirs next to their definitions.
 
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{AdditionalProperties, ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::name::{HostName, PolicyName, SnapshotName, VolumeName, VolumeRef};
-use crate::policy::{BackendKind, Backends, Frequency, MkfsTemplate};
+use crate::policy::{BackendKind, Backends, Frequency, MkfsTemplate, PolicyUpload, RuntimeOptions};
 use crate::size::Size;
 use crate::GlobalConfig;
 
@@ -51,19 +51,72 @@ impl ToSchema for BackendKind {}
 
 impl PartialSchema for Backends {
     fn schema() -> RefOr<Schema> {
-        let kind = || BackendKind::schema();
+        // volplugin's form: an absent backend is the empty string.
+        let optional = || {
+            string("A storage backend, or empty for none.", "ceph")
+                .enum_values(Some(["ceph", "nfs", "local", "null", ""]))
+        };
         ObjectBuilder::new()
             .description(Some(
                 "Which backend does what; `crud` and `snapshot` are empty for mount-only backends.",
             ))
-            .property("crud", kind())
-            .property("mount", kind())
-            .property("snapshot", kind())
+            .property("crud", optional())
+            .property("mount", BackendKind::schema())
+            .property("snapshot", optional())
             .required("mount")
             .into()
     }
 }
 impl ToSchema for Backends {}
+
+impl PartialSchema for PolicyUpload {
+    fn schema() -> RefOr<Schema> {
+        let obj = || ObjectBuilder::new().schema_type(Type::Object);
+        let boolean = |d: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Boolean)
+                .description(Some(d))
+        };
+        let strings = |d: &str| {
+            obj()
+                .description(Some(d))
+                .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+        };
+        let backends = obj()
+            .description(Some(
+                "Which backend does what (or give `backend` for all three).",
+            ))
+            .property(
+                "crud",
+                string("The backend that creates storage (empty: none).", "ceph"),
+            )
+            .property("mount", string("The backend that mounts.", "ceph"))
+            .property(
+                "snapshot",
+                string("The backend that snapshots (empty: none).", "ceph"),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        let create = obj()
+            .property("size", string("The size of new volumes.", "10GB"))
+            .property("filesystem", string("A key of `filesystems`.", "ext4"))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some("A policy as uploaded: volplugin's JSON. Every field is optional; what a field holds is validated on upload and refused with the reason."))
+            .property("name", string("The policy's name, if repeated: it must match the path.", "policy1"))
+            .property("backend", string("One backend for create, mount and snapshot.", "ceph"))
+            .property("backends", backends)
+            .property("driver", strings("Driver parameters (Ceph: `pool`)."))
+            .property("unlocked", boolean("Several hosts may mount at once (NFS only)."))
+            .property("destroy-on-remove", boolean("Destroy the storage when the volume is removed through Docker."))
+            .property("create", create)
+            .property("filesystems", strings("mkfs command per filesystem; `%` is the device."))
+            .property("runtime", RuntimeOptions::schema())
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .into()
+    }
+}
+impl ToSchema for PolicyUpload {}
 
 impl PartialSchema for GlobalConfig {
     fn schema() -> RefOr<Schema> {

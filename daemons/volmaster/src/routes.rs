@@ -113,6 +113,7 @@ pub(crate) fn router(state: AppState) -> Router {
 #[allow(dead_code)]
 pub(crate) struct PolicyPath {
     /// The policy's name.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     policy: String,
 }
 
@@ -122,6 +123,7 @@ pub(crate) struct PolicyPath {
 #[allow(dead_code)]
 pub(crate) struct RevisionPath {
     /// The policy's name.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     policy: String,
     /// A store revision of one of its uploads.
     revision: u64,
@@ -133,8 +135,10 @@ pub(crate) struct RevisionPath {
 #[allow(dead_code)]
 pub(crate) struct VolumePath {
     /// The volume's policy.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     policy: String,
     /// The volume's name within it.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     volume: String,
 }
 
@@ -155,6 +159,7 @@ pub(crate) struct AuditQuery {
 #[allow(dead_code)]
 pub(crate) struct SubjectPath {
     /// `user:<certificate CN>` or `group:<O, OU or URI SAN>`.
+    #[param(pattern = "^(user|group):[^\\x00-\\x1f\\x7f]{1,512}$")]
     subject: String,
 }
 
@@ -164,6 +169,7 @@ pub(crate) struct SubjectPath {
 #[allow(dead_code)]
 pub(crate) struct TenantPath {
     /// The tenant's name.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     tenant: String,
 }
 
@@ -200,6 +206,7 @@ pub(crate) struct WatchQuery {
 #[allow(dead_code)]
 pub(crate) struct VolumesQuery {
     /// Only this policy's volumes.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
     policy: Option<String>,
 }
 
@@ -447,7 +454,7 @@ async fn policy_get(
     path = paths::POLICY,
     tag = "policies",
     params(PolicyPath),
-    request_body(content = Policy, description = "volplugin's policy JSON (`backend` may stand for all three backends; omitted fields take their defaults)"),
+    request_body(content = volcore::policy::PolicyUpload, description = "volplugin's policy JSON (`backend` may stand for all three backends; omitted fields take their defaults)"),
     responses((status = 200, description = "Stored as a new revision", body = PolicyRevision), E400_503)
 )]
 async fn policy_put(
@@ -609,11 +616,7 @@ async fn volumes_list(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Json<Vec<Volume>>> {
     let q = query(q)?;
-    let p = q
-        .get("policy")
-        .filter(|p| !p.is_empty())
-        .map(|p| policy_name(p))
-        .transpose()?;
+    let p = q.get("policy").map(|p| policy_name(p)).transpose()?;
     match &p {
         Some(p) => scope(&who, p)?,
         None => need_admin(&who, "listing every volume (volume list-all)")?,
@@ -792,7 +795,7 @@ async fn locks_list(
 ) -> ApiResult<Json<Vec<LockInfo>>> {
     let q = query(q)?;
     let kind = match q.get("kind").map(String::as_str) {
-        None | Some("") => None,
+        None => None,
         Some(k) => Some(
             LockKind::parse(k)
                 .ok_or_else(|| ApiError::bad(format!("?kind={k}: expected mount or op")))?,

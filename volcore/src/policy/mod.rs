@@ -233,6 +233,12 @@ pub(crate) struct CreateDoc {
     pub(crate) filesystem: Option<String>,
 }
 
+/// The policy document as uploaded (volplugin's JSON: every field optional, `backend`
+/// standing for all three backends); for the API's documentation of upload bodies.
+/// [`Policy::from_json`] is what parses it.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicyUpload;
+
 #[derive(Deserialize, Clone, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct PolicyDoc {
