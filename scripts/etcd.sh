@@ -39,6 +39,24 @@ run_member() {
   echo $! >"$m/etcd.pid"
 }
 
+# Waits (10 s at most) for the single etcd started in $dir to answer at ENDPOINT (with
+# etcdctl's extra flags), then prints its host:port and exits; exits 1 with its log if not.
+await_single() {
+  local endpoint=$1; shift
+  for _ in $(seq 1 100); do
+    if ETCDCTL_API=3 etcdctl --endpoints "$endpoint" "$@" endpoint health >/dev/null 2>&1; then
+      echo "${endpoint#https://}"
+      exit 0
+    fi
+    if ! kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null; then
+      echo "etcd exited; its log:" >&2; cat "$dir/etcd.log" >&2; exit 1
+    fi
+    sleep 0.1
+  done
+  echo "etcd at $endpoint did not become healthy in 10 s; its log:" >&2; cat "$dir/etcd.log" >&2
+  exit 1
+}
+
 case "$cmd" in
   start)
     command -v etcd >/dev/null || { echo "etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }
@@ -51,18 +69,7 @@ case "$cmd" in
       --initial-cluster "volcore-test=http://127.0.0.1:$peer" \
       --log-level warn >"$dir/etcd.log" 2>&1 &
     echo $! >"$dir/etcd.pid"
-    for _ in $(seq 1 100); do
-      if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$client" endpoint health >/dev/null 2>&1; then
-        echo "127.0.0.1:$client"
-        exit 0
-      fi
-      if ! kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null; then
-        echo "etcd exited; its log:" >&2; cat "$dir/etcd.log" >&2; exit 1
-      fi
-      sleep 0.1
-    done
-    echo "etcd did not become healthy in 10 s; its log:" >&2; cat "$dir/etcd.log" >&2
-    exit 1
+    await_single "127.0.0.1:$client"
     ;;
   start-tls)
     ca=${3:?usage: etcd.sh start-tls DIR CA CERT KEY}; cert=${4:?}; key=${5:?}
@@ -77,19 +84,7 @@ case "$cmd" in
       --initial-cluster "volcore-tls=http://127.0.0.1:$peer" \
       --log-level warn >"$dir/etcd.log" 2>&1 &
     echo $! >"$dir/etcd.pid"
-    for _ in $(seq 1 100); do
-      if ETCDCTL_API=3 etcdctl --endpoints "https://127.0.0.1:$client" --cacert "$ca" --cert "$cert" --key "$key" \
-          endpoint health >/dev/null 2>&1; then
-        echo "127.0.0.1:$client"
-        exit 0
-      fi
-      if ! kill -0 "$(cat "$dir/etcd.pid")" 2>/dev/null; then
-        echo "etcd exited; its log:" >&2; cat "$dir/etcd.log" >&2; exit 1
-      fi
-      sleep 0.1
-    done
-    echo "etcd (TLS) did not become healthy in 10 s; its log:" >&2; cat "$dir/etcd.log" >&2
-    exit 1
+    await_single "https://127.0.0.1:$client" --cacert "$ca" --cert "$cert" --key "$key"
     ;;
   cluster)
     command -v etcd >/dev/null || { echo "etcd is not installed (apt-get install etcd-server)" >&2; exit 1; }

@@ -60,15 +60,8 @@ fn master() -> Master {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("volmaster listening on ")
-        .unwrap_or_else(|| panic!("volmaster said {line:?}"));
-    wait_ready(addr);
+    let addr = volcore_system_tests::listening(&mut child, "volmaster");
+    wait_ready(&addr);
     Master {
         child,
         url: format!("http://{addr}"),

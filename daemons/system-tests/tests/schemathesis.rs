@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use volcore_system_tests::{bin, target_tmp, uniq};
@@ -24,15 +23,7 @@ fn the_served_api_conforms_to_its_document() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(m.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("volmaster listening on ")
-        .unwrap_or_else(|| panic!("volmaster said {line:?}"))
-        .to_owned();
+    let addr = volcore_system_tests::listening(&mut m, "volmaster");
     let url = format!("http://{addr}");
     let (client, rt) = volcore_system_tests::client(&url);
     rt.block_on(async {

@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,6 +109,23 @@ fn world() -> World {
     }
 }
 
+/// The volmaster command on the TLS etcd: its CA, a client certificate, and etcd user
+/// root with the password in `password_file`.
+fn on_tls_etcd(w: &World, password_file: &Path) -> Command {
+    let mut c = Command::new(bin("volmaster"));
+    c.arg("--kv")
+        .arg(format!("etcds://{}", w.etcd.endpoint))
+        .arg("--kv-cacert")
+        .arg(&w.ca_pem)
+        .arg("--kv-cert")
+        .arg(&w.etcd_client.cert)
+        .arg("--kv-key")
+        .arg(&w.etcd_client.key)
+        .args(["--kv-user", "root", "--kv-password-file"])
+        .arg(password_file);
+    c
+}
+
 /// A volmaster on the TLS etcd with the etcd password in `password_file`; its own TLS
 /// with `user:admin` as the bootstrap admin. Returns it and its URL.
 fn volmaster(w: &World, password_file: &Path) -> (Proc, String) {
@@ -123,17 +139,7 @@ fn volmaster(w: &World, password_file: &Path) -> (Proc, String) {
             ..Leaf::default()
         },
     );
-    let mut child = Command::new(bin("volmaster"))
-        .arg("--kv")
-        .arg(format!("etcds://{}", w.etcd.endpoint))
-        .arg("--kv-cacert")
-        .arg(&w.ca_pem)
-        .arg("--kv-cert")
-        .arg(&w.etcd_client.cert)
-        .arg("--kv-key")
-        .arg(&w.etcd_client.key)
-        .args(["--kv-user", "root", "--kv-password-file"])
-        .arg(password_file)
+    let mut child = on_tls_etcd(w, password_file)
         .args(["--prefix", &format!("/secure-{}", uniq())])
         .args(["--listen", "127.0.0.1:0", "--allow-null-backend"])
         .arg("--tls-cert")
@@ -148,15 +154,7 @@ fn volmaster(w: &World, password_file: &Path) -> (Proc, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("volmaster listening on ")
-        .unwrap_or_else(|| panic!("volmaster said {line:?}"))
-        .to_owned();
+    let addr = volcore_system_tests::listening(&mut child, "volmaster");
     let port = addr.rsplit(':').next().unwrap();
     (Proc(child), format!("https://localhost:{port}"))
 }
@@ -332,17 +330,7 @@ fn a_wrong_etcd_password_is_reported() {
     let w = world();
     let bad = w.dir.join("wrong-password");
     std::fs::write(&bad, "not-it\n").unwrap();
-    let out = Command::new(bin("volmaster"))
-        .arg("--kv")
-        .arg(format!("etcds://{}", w.etcd.endpoint))
-        .arg("--kv-cacert")
-        .arg(&w.ca_pem)
-        .arg("--kv-cert")
-        .arg(&w.etcd_client.cert)
-        .arg("--kv-key")
-        .arg(&w.etcd_client.key)
-        .args(["--kv-user", "root", "--kv-password-file"])
-        .arg(&bad)
+    let out = on_tls_etcd(&w, &bad)
         .args(["--listen", "127.0.0.1:0"])
         .output()
         .unwrap();

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -134,15 +134,7 @@ fn daemons_wait_for_a_late_store_and_survive_an_outage() {
             .spawn()
             .unwrap(),
     );
-    let mut line = String::new();
-    BufReader::new(master.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("volmaster listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
+    let addr = volcore_system_tests::listening(&mut master.0, "volmaster");
     let sockdir = base.join("plugins");
     let sock = sockdir.join("late.sock");
     let mut plugin = Proc(
