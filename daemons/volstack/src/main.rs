@@ -21,9 +21,13 @@ struct Args {
     /// State directory: embedded store, local volumes, mounts.
     #[arg(long, env = "VOLCORE_STATE", default_value = "/var/lib/volcore")]
     state: PathBuf,
-    /// volmaster's address.
+    /// volmaster's address: loopback only (volstack serves no TLS), unless --insecure.
     #[arg(long, env = "VOLMASTER_LISTEN", default_value = "127.0.0.1:9005")]
     listen: SocketAddr,
+    /// Serve the REST API on a non-loopback --listen without authentication (anyone who
+    /// can reach it can do anything). Logged as a warning.
+    #[arg(long)]
+    insecure: bool,
     #[command(flatten)]
     plugin: volcore_daemon::PluginArgs,
     /// Serve the `null` backend too.
@@ -41,6 +45,12 @@ const DEFAULT_POLICY: &str = r#"{"backend":"local","create":{"size":"10GB","file
 async fn main() -> Result<()> {
     volcore_daemon::init_tracing();
     let a = Args::parse();
+    if volmaster::tls::check_listen(a.listen, false, a.insecure).is_err() {
+        anyhow::bail!(
+            "--listen {} is not a loopback address and volstack serves no TLS: anyone who can reach it could change policies and remove volumes. Listen on 127.0.0.1, run volmaster with --tls-cert/--tls-key/--client-ca for remote access, or pass --insecure",
+            a.listen
+        );
+    }
     let kv_path = a.state.join("kv.redb");
     let kv: std::sync::Arc<dyn KvStore> = std::sync::Arc::new(
         volcore_kv::EmbeddedKv::open(&kv_path)
