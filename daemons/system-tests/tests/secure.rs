@@ -262,7 +262,9 @@ fn a_secure_installation_refuses_each_way_in_and_audits_it() {
     let (code, _, err) = run(Some(&alice), &["volume", "create", "p2/v"], None);
     assert_eq!(code, 5, "{err}");
     assert!(
-        err.contains("policy p2 is in none of user:alice's tenants"),
+        err.contains(
+            "policy p2 is in no tenant, so only admins may use it (user:alice's tenants: blue)"
+        ),
         "{err}"
     );
     // The reader reads, and only reads.

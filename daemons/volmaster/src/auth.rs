@@ -219,31 +219,44 @@ pub(crate) fn forbidden_role(p: &Principal, role: Role, what: &str) -> ApiError 
     )
 }
 
-/// Refuses unless `p` may act on `policy`'s volumes.
-pub(crate) fn scope(p: &Principal, policy: &PolicyName) -> ApiResult<()> {
+/// Refuses unless `p` may act on `policy`'s volumes, naming the tenants that hold the
+/// policy (what the caller would need to be a member of) and the caller's own.
+pub(crate) fn scope(s: &AppState, p: &Principal, policy: &PolicyName) -> ApiResult<()> {
     if p.may_use(policy) {
         return Ok(());
     }
-    let tenants = if p.tenants.is_empty() {
-        "no tenant".to_owned()
+    let list = |v: Vec<&str>| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    let holders: Vec<String> = s
+        .auth
+        .get()
+        .map(|v| {
+            v.borrow()
+                .tenants
+                .values()
+                .filter(|t| t.policies.contains(policy))
+                .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mine = list(p.tenants.iter().map(|t| t.as_str()).collect());
+    let who = p.describe();
+    let msg = if holders.is_empty() {
+        format!(
+            "policy {policy} is in no tenant, so only admins may use it ({who}'s tenants: {mine}); an admin can add it to one of them (volcli tenant upload)"
+        )
     } else {
         format!(
-            "tenants {}",
-            p.tenants
-                .iter()
-                .map(|t| t.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "policy {policy} is in none of {who}'s tenants: it needs tenant {} ({who}'s tenants: {mine}); an admin can add {who} to it (volcli tenant upload)",
+            holders.join(" or ")
         )
     };
-    Err(ApiError::new(
-        ErrorCode::Forbidden,
-        format!(
-            "policy {policy} is in none of {}'s tenants ({tenants}); an admin can add it to one of them, or add {} to a tenant that holds it (volcli tenant upload)",
-            p.describe(),
-            p.describe()
-        ),
-    ))
+    Err(ApiError::new(ErrorCode::Forbidden, msg))
 }
 
 /// Refuses unless `p` is an admin; for operations that are admin-only for one reason

@@ -444,7 +444,7 @@ async fn policy_get(
     Path(p): Path<String>,
 ) -> ApiResult<Json<Policy>> {
     let p = policy_name(&p)?;
-    scope(&who, &p)?;
+    scope(&s, &who, &p)?;
     Ok(Json(s.engine()?.policy(&p).await?))
 }
 
@@ -500,7 +500,7 @@ async fn revisions_list(
     Path(p): Path<String>,
 ) -> ApiResult<Json<Vec<u64>>> {
     let p = policy_name(&p)?;
-    scope(&who, &p)?;
+    scope(&s, &who, &p)?;
     Ok(Json(s.engine()?.policy_revisions(&p).await?))
 }
 
@@ -517,7 +517,7 @@ async fn revision_get(
     Extension(who): Extension<Principal>,
     Path((p, r)): Path<(String, String)>,
 ) -> ApiResult<Json<PolicyRevision>> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     let rev: u64 = r
         .parse()
         .map_err(|_| ApiError::bad(format!("revision {r:?} is not a number")))?;
@@ -597,7 +597,7 @@ async fn volume_create(
 ) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
     let req: CreateRequest = body(&b, "the create request")?;
     let v = VolumeRef::parse(&req.volume).map_err(|e| ApiError::bad(e.to_string()))?;
-    scope(&who, &v.policy)?;
+    scope(&s, &who, &v.policy)?;
     let info = s.engine()?.create(&v, &req.options).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -618,7 +618,7 @@ async fn volumes_list(
     let q = query(q)?;
     let p = q.get("policy").map(|p| policy_name(p)).transpose()?;
     match &p {
-        Some(p) => scope(&who, p)?,
+        Some(p) => scope(&s, &who, p)?,
         None => need_admin(&who, "listing every volume (volume list-all)")?,
     }
     Ok(Json(s.engine()?.list(p.as_ref()).await?))
@@ -637,7 +637,7 @@ async fn volume_get(
     Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<VolumeInfo>> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     Ok(Json(s.engine()?.get(&vref(&p, &v)?).await?))
 }
 
@@ -655,7 +655,7 @@ async fn volume_remove(
     Path((p, v)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<StatusCode> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     let q = query(q)?;
     let force = query_bool(&q, "force")?;
     if force {
@@ -679,7 +679,7 @@ async fn volume_remove_record(
     Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     s.engine()?.force_remove_record(&vref(&p, &v)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -697,7 +697,7 @@ async fn runtime_get(
     Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<RuntimeOptions>> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     Ok(Json(s.engine()?.runtime(&vref(&p, &v)?).await?))
 }
 
@@ -716,7 +716,7 @@ async fn runtime_put(
     Path((p, v)): Path<(String, String)>,
     b: Bytes,
 ) -> ApiResult<Json<RuntimeOptions>> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     Ok(Json(s.engine()?.set_runtime(&vref(&p, &v)?, &b).await?))
 }
 
@@ -733,7 +733,7 @@ async fn snapshots_list(
     Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<SnapshotName>>> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     Ok(Json(s.engine()?.snapshots(&vref(&p, &v)?).await?))
 }
 
@@ -750,7 +750,7 @@ async fn snapshot_take(
     Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<(StatusCode, Json<SnapshotTaken>)> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     let name = s.engine()?.snapshot(&vref(&p, &v)?).await?;
     Ok((StatusCode::CREATED, Json(SnapshotTaken { snapshot: name })))
 }
@@ -770,7 +770,7 @@ async fn volume_copy(
     Path((p, v)): Path<(String, String)>,
     b: Bytes,
 ) -> ApiResult<(StatusCode, Json<VolumeInfo>)> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     let req: CopyRequest = body(&b, "the copy request")?;
     let snap = SnapshotName::new(req.snapshot).map_err(|e| ApiError::bad(e.to_string()))?;
     let target = VolumeName::new(req.target).map_err(|e| ApiError::bad(e.to_string()))?;
@@ -841,7 +841,7 @@ async fn locks_get(
     Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<Vec<LockInfo>>> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     let v = vref(&p, &v)?;
     let mut out = Vec::new();
     for kind in [LockKind::Mount, LockKind::Op] {
@@ -871,7 +871,7 @@ async fn locks_remove(
     Extension(who): Extension<Principal>,
     Path((p, v)): Path<(String, String)>,
 ) -> ApiResult<Json<LocksRemoved>> {
-    scope(&who, &policy_name(&p)?)?;
+    scope(&s, &who, &policy_name(&p)?)?;
     let removed = s.engine()?.force_remove_locks(&vref(&p, &v)?).await?;
     Ok(Json(LocksRemoved { removed }))
 }
@@ -891,7 +891,7 @@ async fn maintenance_begin(
 ) -> ApiResult<(StatusCode, Json<MaintenanceStarted>)> {
     let req: MaintenanceRequest = body(&b, "the maintenance request")?;
     let v = VolumeRef::parse(&req.volume).map_err(|e| ApiError::bad(e.to_string()))?;
-    scope(&who, &v.policy)?;
+    scope(&s, &who, &v.policy)?;
     let host = HostName::new(req.host).map_err(|e| ApiError::bad(e.to_string()))?;
     let ttl = match &req.ttl {
         Some(t) => bounded_duration(t, "ttl", Duration::from_secs(2), Duration::from_secs(3600))?,

@@ -339,6 +339,12 @@ async fn roles_and_tenants_decide_what_each_identity_may_do() {
     )
     .await
     .unwrap();
+    root.put_tenant(
+        &TenantName::new("red").unwrap(),
+        br#"{"policies":["p2"],"members":["user:bob"]}"#.to_vec(),
+    )
+    .await
+    .unwrap();
     let no = BTreeMap::new();
     let v1 = VolumeRef::parse("p1/v").unwrap();
     let v2 = VolumeRef::parse("p2/v").unwrap();
@@ -351,7 +357,7 @@ async fn roles_and_tenants_decide_what_each_identity_may_do() {
     let (st, code, msg) = api_error(alice.create(&v2, &no).await.unwrap_err());
     assert_eq!((st, code), (403, ErrorCode::Forbidden), "{msg}");
     assert!(
-        msg.contains("policy p2 is in none of user:alice's tenants (tenants blue)"),
+        msg.contains("policy p2 is in none of user:alice's tenants: it needs tenant red (user:alice's tenants: blue)"),
         "{msg}"
     );
     // Admin-only operations name the role they need.
