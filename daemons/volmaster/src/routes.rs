@@ -930,8 +930,10 @@ async fn maintenance_begin(
 )]
 async fn maintenance_renew(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Renewed>> {
+    session_scope(&s, &who, &id).await?;
     let ttl = s.engine()?.renew_maintenance(&LeaseId::new(id)).await?;
     Ok(Json(Renewed {
         ttl_ms: ttl.as_millis() as u64,
@@ -948,10 +950,26 @@ async fn maintenance_renew(
 )]
 async fn maintenance_end(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    session_scope(&s, &who, &id).await?;
     s.engine()?.end_maintenance(&LeaseId::new(id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Refuses to renew or end a maintenance session on another tenant's volume: session ids
+/// are store lease ids, which can be guessed, so the volume its locks name decides.
+async fn session_scope(s: &AppState, who: &Principal, id: &str) -> ApiResult<()> {
+    if who.has(volcore::Role::Admin) {
+        return Ok(());
+    }
+    for l in s.engine()?.locks(None).await? {
+        if l.holder.lease == id {
+            scope(s, who, &l.holder.volume.policy)?;
+        }
+    }
+    Ok(())
 }
 
 // ----- audit, roles and tenants ----------------------------------------------------------

@@ -424,6 +424,41 @@ async fn roles_and_tenants_decide_what_each_identity_may_do() {
     .await;
     let (st, _, _) = api_error(alice.audit(None, None).await.unwrap_err());
     assert_eq!(st, 403, "the trail is for admins");
+    // A maintenance session on a tenant's volume cannot be renewed or ended from
+    // another tenant, even by an operator who learns its id (ids are store leases).
+    let t = Duration::from_secs(10);
+    let session = alice
+        .begin_maintenance(
+            &volcore_api::types::MaintenanceRequest {
+                volume: "p1/v".into(),
+                host: "h1".into(),
+                ttl: Some("10s".into()),
+                wait: Some("5s".into()),
+            },
+            t,
+        )
+        .await
+        .unwrap()
+        .session;
+    root.grant_role(&Subject::user("bob").unwrap(), Role::Operator)
+        .await
+        .unwrap();
+    eventually("bob's role is served", async || {
+        bob.policies().await.is_ok()
+    })
+    .await;
+    for e in [
+        bob.renew_maintenance(&session, t)
+            .await
+            .map(drop)
+            .unwrap_err(),
+        bob.end_maintenance(&session, t).await.unwrap_err(),
+    ] {
+        let (st, _, msg) = api_error(e);
+        assert_eq!(st, 403, "{msg}");
+        assert!(msg.contains("needs tenant blue"), "{msg}");
+    }
+    alice.end_maintenance(&session, t).await.unwrap();
     // A revocation is in force once volmaster has seen it.
     root.revoke_role(&Subject::group("ops").unwrap())
         .await
