@@ -161,7 +161,11 @@ async fn decide(
     mut req: Request,
     next: Next,
 ) -> (Response, Option<Principal>) {
-    let method = req.method().as_str().to_ascii_lowercase();
+    // HEAD is served by the GET handler, so it needs what GET needs.
+    let method = match req.method().as_str().to_ascii_lowercase() {
+        m if m == "head" => "get".to_owned(),
+        m => m,
+    };
     let caller = req.extensions().get::<Caller>().cloned();
     let who = match principal(s, caller.as_ref()) {
         Ok(p) => p,

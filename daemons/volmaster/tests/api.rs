@@ -192,6 +192,11 @@ async fn errors_are_json_with_fitting_statuses() {
     let (s, b) = call(&app, "GET", "/v1/volumes/p/v", "").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(b["error"]["code"], "volume_not_found");
+    // HEAD needs what GET needs, and is answered like it (not refused as undeclared).
+    let (s, _) = call(&app, "HEAD", "/v1/volumes/p/v", "").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&app, "HEAD", "/healthz", "").await;
+    assert_eq!(s, StatusCode::OK);
     assert_eq!(b["error"]["message"], "volume p/v does not exist");
     let (s, b) = call(&app, "GET", "/v1/volumes/bad.policy/v", "").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
