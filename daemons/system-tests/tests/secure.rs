@@ -238,12 +238,12 @@ fn a_secure_installation_refuses_each_way_in_and_audits_it() {
     let (code, _, err) = run(None, &["volume", "list", "p1"], None);
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("needs a client certificate"), "{err}");
-    // A certificate from another CA, and an expired one: refused in the handshake.
+    // A certificate from another CA, and an expired one: 401, saying why.
     let (code, _, err) = run(Some(&other), &["policy", "list"], None);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 5, "{err}");
     assert!(err.contains("not signed by a CA volmaster trusts"), "{err}");
     let (code, _, err) = run(Some(&expired), &["policy", "list"], None);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 5, "{err}");
     assert!(err.contains("expired"), "{err}");
     // An identity without a role, and the wrong role.
     let (code, _, err) = run(Some(&bob), &["policy", "list"], None);

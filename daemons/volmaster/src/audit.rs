@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
-use volcore::kv::{Precondition, PutOpts, TxnOp};
+use volcore::kv::{Precondition, TxnOp};
 use volcore::{Keys, KvStore};
 use volcore_api::types::AuditEntry;
 
@@ -17,8 +17,12 @@ use volcore_api::types::AuditEntry;
 pub const DEFAULT_KEEP: usize = 10_000;
 /// How many entries may wait for the writer; beyond that they are logged only.
 const QUEUE: usize = 1024;
-/// The trail is pruned after this many writes.
+/// The trail is pruned after this many entries.
 const PRUNE_EVERY: usize = 64;
+/// How long the writer waits for more entries to store with the first.
+const BATCH_LINGER: Duration = Duration::from_millis(20);
+/// At most this many entries per store transaction (stores bound a transaction's size).
+const BATCH_MAX: usize = 64;
 
 /// Where requests are recorded.
 #[derive(Clone, Debug)]
@@ -26,14 +30,15 @@ pub(crate) struct Audit {
     tx: mpsc::Sender<AuditEntry>,
 }
 
-/// The store id of an entry: its time in milliseconds (zero-padded, so ids sort by time)
-/// and a random suffix against collisions.
-fn entry_id(at: SystemTime) -> String {
+/// The store id of the `seq`th entry of a batch stored at `at`: the time in milliseconds
+/// and the sequence (zero-padded, so ids sort by arrival), and a random suffix against
+/// another volmaster's batch of the same millisecond.
+fn entry_id(at: SystemTime, seq: usize) -> String {
     let ms = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    format!("{ms:015}-{:08x}", rand::random::<u32>())
+    format!("{ms:015}-{seq:03}-{:08x}", rand::random::<u32>())
 }
 
 impl Audit {
@@ -42,17 +47,37 @@ impl Audit {
         let (tx, mut rx) = mpsc::channel::<AuditEntry>(QUEUE);
         tokio::spawn(async move {
             let mut since_prune = 0usize;
-            while let Some(e) = rx.recv().await {
-                let id = entry_id(SystemTime::now());
-                let bytes = serde_json::to_vec(&e).unwrap_or_default();
-                if let Err(err) = kv
-                    .put(&keys.audit_entry(&id), bytes, PutOpts::default())
-                    .await
-                {
-                    warn!(error = %err, who = %e.who, method = %e.method, path = %e.path, "audit entry not stored");
+            while let Some(first) = rx.recv().await {
+                // Entries that come close together share one store transaction, so the
+                // trail costs the store one write per burst rather than per request.
+                let mut batch = vec![first];
+                let linger = tokio::time::sleep(BATCH_LINGER);
+                tokio::pin!(linger);
+                while batch.len() < BATCH_MAX {
+                    tokio::select! {
+                        e = rx.recv() => match e {
+                            Some(e) => batch.push(e),
+                            None => break,
+                        },
+                        () = &mut linger => break,
+                    }
+                }
+                let now = SystemTime::now();
+                let ops = batch
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| TxnOp::Put {
+                        key: keys.audit_entry(&entry_id(now, i)),
+                        value: serde_json::to_vec(e).unwrap_or_default(),
+                        pre: Precondition::Any,
+                        lease: None,
+                    })
+                    .collect();
+                if let Err(err) = kv.txn(ops).await {
+                    warn!(error = %err, entries = batch.len(), "audit entries not stored (they are in the log)");
                     continue;
                 }
-                since_prune += 1;
+                since_prune += batch.len();
                 if since_prune >= PRUNE_EVERY {
                     since_prune = 0;
                     if let Err(err) = prune(kv.as_ref(), &keys, keep).await {

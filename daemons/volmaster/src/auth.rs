@@ -167,15 +167,21 @@ async fn decide(
         m => m,
     };
     let caller = req.extensions().get::<Caller>().cloned();
-    let who = match principal(s, caller.as_ref()) {
-        Ok(p) => p,
-        Err(e) => return (e.into_response(), None),
-    };
     let Some(path) = matched.map(|m| m.as_str().to_owned()) else {
         // No route matched: the fallback answers (404/405).
-        return (next.run(req).await, who);
+        return (
+            next.run(req).await,
+            principal(s, caller.as_ref()).ok().flatten(),
+        );
     };
-    let Some(need) = need_of(&method, &path) else {
+    let need = need_of(&method, &path);
+    let who = match principal(s, caller.as_ref()) {
+        Ok(p) => p,
+        // Health, readiness and the document answer before the role map is read.
+        Err(_) if need == Some(Need::Anyone) => None,
+        Err(e) => return (e.into_response(), None),
+    };
+    let Some(need) = need else {
         let e = ApiError::new(
             ErrorCode::Forbidden,
             format!(
@@ -187,13 +193,17 @@ async fn decide(
     };
     if let Need::Role(role) = need {
         let Some(p) = &who else {
-            let e = ApiError::new(
-                ErrorCode::Unauthenticated,
-                format!(
+            let msg = match caller.as_ref().and_then(|c| c.refused.as_deref()) {
+                Some(why) => format!(
+                    "volmaster refused this client's certificate: {why}; {} {path} needs a certificate with role {role} or higher",
+                    method.to_uppercase()
+                ),
+                None => format!(
                     "{} {path} needs a client certificate with role {role} or higher; connect with --cert and --key",
                     method.to_uppercase()
                 ),
-            );
+            };
+            let e = ApiError::new(ErrorCode::Unauthenticated, msg);
             return (e.into_response(), None);
         };
         if !p.has(role) {

@@ -13,10 +13,14 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -38,10 +42,120 @@ pub struct TlsFiles {
 /// plain-HTTP connection on loopback).
 #[derive(Clone, Debug, Default)]
 pub struct Caller {
-    /// Who the client certificate names.
+    /// Who the client certificate names (only a certificate that verified).
     pub identity: Option<Identity>,
     /// The connection was TLS.
     pub tls: bool,
+    /// Why the client certificate presented was refused, if it was.
+    pub refused: Option<String>,
+}
+
+/// The server's client-certificate verifier: it checks, during the handshake, that the
+/// client holds the key of the certificate it presents (the handshake signature), but
+/// leaves the chain to [`Verifier::check`] after it. With TLS 1.3 a client learns of a
+/// refusal in the handshake only after it has sent its request, and often sees just a
+/// closed connection; answering an HTTP 401 that says why (expired, another CA) tells it
+/// every time. A certificate that fails the check names no identity.
+#[derive(Debug)]
+struct Lenient(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for Lenient {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Decided after the handshake by `Verifier::check`, which names no identity for
+        // a chain that fails.
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The chain check of client certificates (against `--client-ca`), run on each
+/// connection after its handshake.
+#[derive(Clone, Debug)]
+pub struct Verifier(Arc<dyn ClientCertVerifier>);
+
+impl Verifier {
+    /// The caller a connection's peer certificates make.
+    pub fn check(&self, chain: Option<&[CertificateDer<'_>]>) -> Caller {
+        let Some((leaf, rest)) = chain.and_then(|c| c.split_first()) else {
+            return Caller {
+                tls: true,
+                ..Caller::default()
+            };
+        };
+        match self.0.verify_client_cert(leaf, rest, UnixTime::now()) {
+            Ok(_) => Caller {
+                identity: identity_of(leaf),
+                tls: true,
+                refused: None,
+            },
+            Err(e) => Caller {
+                identity: None,
+                tls: true,
+                refused: Some(refusal(&e)),
+            },
+        }
+    }
+}
+
+/// Why a client certificate was refused, in words.
+fn refusal(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => {
+                format!("it has expired; renew it ({e})")
+            }
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                format!("it is not valid yet; check the clocks ({e})")
+            }
+            C::UnknownIssuer | C::BadSignature => format!(
+                "it is not signed by a CA volmaster trusts (its --client-ca); use a certificate that CA issued ({e})"
+            ),
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => format!(
+                "it is not for client authentication (extended key usage clientAuth) ({e})"
+            ),
+            _ => format!("{e}"),
+        },
+        other => format!("{other}"),
+    }
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
@@ -68,7 +182,7 @@ pub fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>
 /// certificate (it is then answered 401 by the handlers, with a message, rather than cut
 /// off in the handshake); a certificate that does not verify — another CA, expired — ends
 /// the handshake with the matching TLS alert.
-pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
+pub fn server_config(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Verifier)> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = load_certs(&files.cert, "--tls-cert")?;
     let key_pem = read(&files.key, "--tls-key")?;
@@ -87,10 +201,11 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
             )
         })?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let strict = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
         .build()
         .context("building the client-certificate verifier from --client-ca")?;
+    let verifier = Arc::new(Lenient(strict.clone()));
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -104,7 +219,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>> {
             )
         })?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
+    Ok((Arc::new(cfg), Verifier(strict)))
 }
 
 /// The identity a verified client certificate names: its subject's common name, and as
@@ -168,7 +283,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    cfg: Arc<ServerConfig>,
+    (cfg, verifier): (Arc<ServerConfig>, Verifier),
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let acceptor = TlsAcceptor::from(cfg);
@@ -191,6 +306,7 @@ pub async fn serve(
             debug!(error = %e, "TCP_NODELAY not set");
         }
         let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
+        let verifier = verifier.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -203,15 +319,10 @@ pub async fn serve(
                     return;
                 }
             };
-            let caller = Caller {
-                identity: tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .and_then(identity_of),
-                tls: true,
-            };
+            let caller = verifier.check(tls.get_ref().1.peer_certificates());
+            if let Some(why) = &caller.refused {
+                info!(%peer, reason = %why, "client certificate refused");
+            }
             let svc = app.map_request(move |mut req: axum::http::Request<_>| {
                 req.extensions_mut().insert(caller.clone());
                 req
