@@ -17,7 +17,7 @@ use volcore_api::types::AuditEntry;
 pub const DEFAULT_KEEP: usize = 10_000;
 /// How many entries may wait for the writer; beyond that they are logged only.
 const QUEUE: usize = 1024;
-/// The trail is pruned after this many entries.
+/// The least number of entries past `keep` before the trail is pruned.
 const PRUNE_EVERY: usize = 64;
 /// How long the writer waits for more entries to store with the first.
 const BATCH_LINGER: Duration = Duration::from_millis(20);
@@ -46,7 +46,10 @@ impl Audit {
     pub(crate) fn start(kv: Arc<dyn KvStore>, keys: Keys, keep: usize) -> Self {
         let (tx, mut rx) = mpsc::channel::<AuditEntry>(QUEUE);
         tokio::spawn(async move {
-            let mut since_prune = 0usize;
+            // Pruning lists the whole trail, so it runs only once the trail has grown a
+            // tenth (at least PRUNE_EVERY entries) past `keep`.
+            let slack = (keep / 10).max(PRUNE_EVERY);
+            let mut stored = kv.list(&keys.audit()).await.map_or(0, |l| l.len());
             while let Some(first) = rx.recv().await {
                 // Entries that come close together share one store transaction, so the
                 // trail costs the store one write per burst rather than per request.
@@ -77,11 +80,15 @@ impl Audit {
                     warn!(error = %err, entries = batch.len(), "audit entries not stored (they are in the log)");
                     continue;
                 }
-                since_prune += batch.len();
-                if since_prune >= PRUNE_EVERY {
-                    since_prune = 0;
-                    if let Err(err) = prune(kv.as_ref(), &keys, keep).await {
-                        warn!(error = %err, "pruning the audit trail failed; retried after the next entries");
+                stored += batch.len();
+                if stored > keep + slack {
+                    match prune(kv.as_ref(), &keys, keep).await {
+                        Ok(()) => stored = keep,
+                        Err(err) => {
+                            // Tried again after another `slack` entries.
+                            stored = keep;
+                            warn!(error = %err, "pruning the audit trail failed");
+                        }
                     }
                 }
             }
@@ -180,4 +187,64 @@ pub(crate) fn parse_since(s: &str) -> Result<SystemTime, String> {
     Ok(SystemTime::now()
         .checked_sub(d)
         .unwrap_or(SystemTime::UNIX_EPOCH))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn entry(i: usize) -> AuditEntry {
+        AuditEntry {
+            time: now(),
+            who: "user:t".into(),
+            groups: Vec::new(),
+            method: "POST".into(),
+            path: format!("/e{i}"),
+            status: 200,
+            outcome: "ok".into(),
+        }
+    }
+
+    /// The trail is bounded: past `keep` (plus its slack) the oldest entries go, the
+    /// newest stay, in order.
+    #[tokio::test]
+    async fn the_trail_keeps_the_newest_entries() {
+        let kv: Arc<dyn KvStore> = Arc::new(volcore::MemKv::new());
+        let keys = Keys::default();
+        let keep = 5;
+        let audit = Audit::start(kv.clone(), keys.clone(), keep);
+        for i in 0..200 {
+            audit.record(entry(i));
+            if i % 50 == 49 {
+                // Let the writer catch up, so that the queue never overflows.
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+        }
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got = list(kv.as_ref(), &keys, None, 100_000).await.unwrap();
+            if got.last().is_some_and(|e| e.path == "/e199") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(got.last().map(|e| e.path.as_str()), Some("/e199"));
+        assert!(
+            got.len() <= keep + PRUNE_EVERY,
+            "{} entries kept",
+            got.len()
+        );
+        assert!(got.iter().all(|e| e.path != "/e0"), "the oldest was kept");
+        let paths: Vec<usize> = got.iter().map(|e| e.path[2..].parse().unwrap()).collect();
+        assert!(paths.windows(2).all(|w| w[0] < w[1]), "{paths:?}");
+        // `since` in the future finds nothing; a bad one says what it takes.
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        assert!(list(kv.as_ref(), &keys, Some(later), 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(parse_since("yesterday").unwrap_err().contains("1h"));
+    }
 }
