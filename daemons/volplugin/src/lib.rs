@@ -430,24 +430,22 @@ async fn start(p: &Plugin, deps: PluginDeps) -> Result<Ready> {
     volcore_daemon::retry_until_ready("volplugin", &p.waiting, attempt, fatal).await
 }
 
-/// Start errors that no retry fixes.
+/// Start errors that no retry fixes. A state directory held by this very process is not
+/// one: a previous instance run in-process (a restart by an embedding program, or a test)
+/// is still letting go of it, and will.
 fn fatal(e: &anyhow::Error) -> bool {
+    let final_host_error = |h: &HostError| match h {
+        HostError::StateDirInUse { pid, .. } => *pid != Some(std::process::id()),
+        HostError::LabelInUse { .. } | HostError::StateDir { .. } => true,
+        _ => false,
+    };
     e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<MountError>(),
-            Some(MountError::Host(
-                HostError::LabelInUse { .. }
-                    | HostError::StateDirInUse { .. }
-                    | HostError::StateDir { .. }
-            ))
-        ) || matches!(
-            c.downcast_ref::<HostError>(),
-            Some(
-                HostError::LabelInUse { .. }
-                    | HostError::StateDirInUse { .. }
-                    | HostError::StateDir { .. }
-            )
-        ) || c.downcast_ref::<volcore::keys::PrefixError>().is_some()
+        let host = match c.downcast_ref::<MountError>() {
+            Some(MountError::Host(h)) => Some(h),
+            _ => c.downcast_ref::<HostError>(),
+        };
+        host.is_some_and(final_host_error)
+            || c.downcast_ref::<volcore::keys::PrefixError>().is_some()
     })
 }
 
