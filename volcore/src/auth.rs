@@ -339,12 +339,7 @@ impl AuthView {
             else {
                 continue;
             };
-            let mut t: Tenant =
-                serde_json::from_slice(&e.value).map_err(|error| AuthError::Corrupt {
-                    what: format!("tenant {name}"),
-                    error,
-                })?;
-            t.name = Some(name.clone());
+            let t = decode_tenant(&name, &e.value)?;
             tenants.insert(name, t);
         }
         Ok(Self {
@@ -436,6 +431,25 @@ pub async fn put_tenant(kv: &dyn KvStore, keys: &Keys, t: &Tenant) -> Result<(),
     kv.put(&keys.tenant(&name), bytes, PutOpts::default())
         .await?;
     Ok(())
+}
+
+/// One tenant.
+pub async fn tenant(kv: &dyn KvStore, keys: &Keys, t: &TenantName) -> Result<Tenant, AuthError> {
+    let e = kv
+        .get(&keys.tenant(t))
+        .await?
+        .ok_or_else(|| AuthError::NoTenant(t.clone()))?;
+    decode_tenant(t, &e.value)
+}
+
+/// A stored tenant, named by its key.
+fn decode_tenant(name: &TenantName, bytes: &[u8]) -> Result<Tenant, AuthError> {
+    let mut t: Tenant = serde_json::from_slice(bytes).map_err(|error| AuthError::Corrupt {
+        what: format!("tenant {name}"),
+        error,
+    })?;
+    t.name = Some(name.clone());
+    Ok(t)
 }
 
 /// Deletes a tenant (its policies and their volumes stay).

@@ -1088,11 +1088,10 @@ async fn tenant_get(
             ),
         ));
     }
-    let mut v = AuthView::load(s.kv.as_ref(), &s.keys).await?;
-    v.tenants
-        .remove(&t)
-        .map(Json)
-        .ok_or_else(|| volcore::AuthError::NoTenant(t).into())
+    // One key, not the whole role map and every tenant.
+    Ok(Json(
+        volcore::auth::tenant(s.kv.as_ref(), &s.keys, &t).await?,
+    ))
 }
 
 /// Create or replace a tenant.
