@@ -22,10 +22,21 @@ use tracing::{debug, warn};
 
 use crate::engine::VolumeInfo;
 use crate::keys::Keys;
-use crate::kv::{Entry, KvError, KvStore, WatchEvent};
+use crate::kv::{Entry, KvError, KvStore, Revision, WatchEvent};
 use crate::name::VolumeRef;
 use crate::policy::RuntimeOptions;
 use crate::volume::Volume;
+
+/// A volume as the catalog knows it.
+#[derive(Clone, Debug)]
+pub struct CatalogEntry {
+    /// The record.
+    pub volume: Arc<Volume>,
+    /// The record's create revision.
+    pub created: Revision,
+    /// The runtime options in force.
+    pub runtime: RuntimeOptions,
+}
 
 /// What changed in the catalog.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -41,6 +52,8 @@ pub enum CatalogChange {
 #[derive(Default)]
 struct State {
     volumes: BTreeMap<VolumeRef, Arc<Volume>>,
+    /// Each record's create revision: tells one incarnation of a name from the next.
+    created: BTreeMap<VolumeRef, Revision>,
     runtime: BTreeMap<VolumeRef, RuntimeOptions>,
 }
 
@@ -160,6 +173,40 @@ impl Catalog {
     pub fn list(&self) -> Vec<Arc<Volume>> {
         self.read(|st| st.volumes.values().cloned().collect())
     }
+
+    /// One volume with its record's create revision and runtime options in force.
+    pub fn entry(&self, v: &VolumeRef) -> Option<CatalogEntry> {
+        self.read(|st| {
+            let vol = st.volumes.get(v)?;
+            Some(CatalogEntry {
+                volume: vol.clone(),
+                created: st.created.get(v).copied().unwrap_or_default(),
+                runtime: st
+                    .runtime
+                    .get(v)
+                    .cloned()
+                    .unwrap_or_else(|| vol.runtime.clone()),
+            })
+        })
+    }
+
+    /// Every volume with its record's create revision and the runtime options in force.
+    pub fn entries(&self) -> Vec<CatalogEntry> {
+        self.read(|st| {
+            st.volumes
+                .iter()
+                .map(|(v, vol)| CatalogEntry {
+                    volume: vol.clone(),
+                    created: st.created.get(v).copied().unwrap_or_default(),
+                    runtime: st
+                        .runtime
+                        .get(v)
+                        .cloned()
+                        .unwrap_or_else(|| vol.runtime.clone()),
+                })
+                .collect()
+        })
+    }
 }
 
 async fn run(kv: Arc<dyn KvStore>, keys: Keys, shared: Arc<Shared>) {
@@ -191,6 +238,15 @@ async fn sync(kv: &Arc<dyn KvStore>, keys: &Keys, shared: &Shared) -> Result<(),
             .filter_map(|e| {
                 let v: Volume = decode(e)?;
                 Some((v.reference(), Arc::new(v)))
+            })
+            .collect();
+        st.created = vols
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    VolumeRef::parse(e.key.strip_prefix(&vprefix)?).ok()?,
+                    e.create_rev,
+                ))
             })
             .collect();
         st.runtime = rts
@@ -228,9 +284,15 @@ fn apply(
     let mut st = shared.state.write().unwrap_or_else(|p| p.into_inner());
     if let Some(rest) = key.strip_prefix(vprefix) {
         let v = VolumeRef::parse(rest).ok()?;
-        match entry.and_then(decode::<Volume>) {
-            Some(vol) => st.volumes.insert(v.clone(), Arc::new(vol)),
-            None => st.volumes.remove(&v),
+        match entry.and_then(|e| Some((e.create_rev, decode::<Volume>(e)?))) {
+            Some((rev, vol)) => {
+                st.created.insert(v.clone(), rev);
+                st.volumes.insert(v.clone(), Arc::new(vol));
+            }
+            None => {
+                st.created.remove(&v);
+                st.volumes.remove(&v);
+            }
         };
         return Some(CatalogChange::Volume(v));
     }

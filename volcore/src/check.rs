@@ -38,7 +38,7 @@ pub enum FindingKind {
     StaleLock,
     /// A host's mount record of a host that is not running, or of a removed volume.
     StaleMountRecord,
-    /// A `runtime/` or `epochs/` key of a volume that has no record.
+    /// A `runtime/`, `epochs/`, `schedules/` or `snapshot-signals/` key of a volume that has no record.
     OrphanKey,
     /// A volume mounted on this host that no mount record names: a mount that died
     /// before it published. Nobody was told it is mounted, and this host holds no lock
@@ -329,6 +329,8 @@ impl Volumes {
             k.maintenances(),
             k.policies(),
             k.host_checks(),
+            k.schedules(),
+            k.snapshot_signals(),
         ];
         let mut lists = futures::future::try_join_all(prefixes.iter().map(|p| kv.list(p)))
             .await?
@@ -344,6 +346,7 @@ impl Volumes {
             .filter_map(|e| e.key.strip_prefix(&k.policies()).map(str::to_owned))
             .collect();
         let host_reports = next();
+        let (schedules, signals) = (next(), next());
         let mut used: BTreeSet<BackendKind> = policy_entries
             .iter()
             .filter_map(|e| crate::policy::Policy::from_stored_json(&e.value).ok())
@@ -503,7 +506,12 @@ impl Volumes {
                 .at_key(&e.key),
             );
         }
-        for (dir, entries) in [("runtime", &runtimes), ("epochs", &epochs)] {
+        for (dir, entries) in [
+            ("runtime", &runtimes),
+            ("epochs", &epochs),
+            ("schedules", &schedules),
+            ("snapshot-signals", &signals),
+        ] {
             for e in entries {
                 let Some(v) = k.parse_volume_key(dir, &e.key) else {
                     continue;

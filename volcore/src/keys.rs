@@ -267,6 +267,37 @@ impl Keys {
         format!("{}/snapshot-signals/{}/{}", self.prefix, v.policy, v.volume)
     }
 
+    /// `snapshot-signals/`.
+    pub fn snapshot_signals(&self) -> String {
+        format!("{}/snapshot-signals/", self.prefix)
+    }
+
+    /// `schedules/<policy>/<volume>`: the last slot the supervisor took for the volume, so
+    /// a restart or a new leader neither skips nor doubles a slot.
+    pub fn schedule(&self, v: &VolumeRef) -> String {
+        format!("{}/schedules/{}/{}", self.prefix, v.policy, v.volume)
+    }
+
+    /// `schedules/`.
+    pub fn schedules(&self) -> String {
+        format!("{}/schedules/", self.prefix)
+    }
+
+    /// `supervisors/<host>-<instance>`: a running supervisor (leader or standby), on its
+    /// lease.
+    pub fn supervisor(&self, host: &HostName, instance: &str) -> String {
+        let safe: String = instance
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        format!("{}/supervisors/{host}-{safe}", self.prefix)
+    }
+
+    /// `supervisors/`.
+    pub fn supervisors(&self) -> String {
+        format!("{}/supervisors/", self.prefix)
+    }
+
     /// `hosts/<host>`.
     pub fn host(&self, host: &HostName) -> String {
         format!("{}/hosts/{host}", self.prefix)

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cgroup;
 pub mod check;
+pub mod clock;
 pub mod crash;
 pub mod driver;
 pub mod engine;
@@ -35,8 +36,10 @@ pub mod name;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod policy;
+pub mod schedule;
 mod serde_time;
 pub mod size;
+pub mod supervisor;
 pub mod volume;
 
 #[cfg(feature = "testing")]

@@ -185,6 +185,8 @@ const KEY_DIRS: &[&str] = &[
     "checks",
     "maintenance",
     "snapshot-signals",
+    "schedules",
+    "supervisors",
     "leader",
     "attempts",
     "auth",

@@ -79,7 +79,7 @@ fn engine_code(e: &EngineError) -> ErrorCode {
         EngineError::Invalid(_) => C::Invalid,
         EngineError::BadRequest(_) | EngineError::NoSnapshots { .. } => C::BadRequest,
         EngineError::BackendNotServed { .. } => C::BackendNotServed,
-        EngineError::ChangedMeanwhile { .. } => C::ChangedMeanwhile,
+        EngineError::ChangedMeanwhile { .. } | EngineError::Fenced { .. } => C::ChangedMeanwhile,
         EngineError::LockLost { .. } => C::LockLost,
         EngineError::LeftoverStorage { .. } => C::LeftoverStorage,
         EngineError::OutcomeUnknown { .. } => C::OutcomeUnknown,

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::clock::{Clock, SystemClock};
 use crate::driver::{DriverError, NullDriver, SnapshotDriver, VolumeDriver, VolumeSpec};
 use crate::global::GlobalConfig;
 use crate::keys::{Keys, LockKind};
@@ -31,6 +32,7 @@ mod snapshots;
 mod volumes;
 
 pub use policies::store_policy;
+pub use snapshots::{SnapshotPlan, SnapshotReport};
 
 /// Engine errors, by meaning; daemons map them to HTTP statuses and exit codes.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +153,13 @@ pub enum EngineError {
     /// This daemon's lease is lost; it cannot take locks until it has a new one.
     #[error("this daemon has no live lease right now (the store was unreachable); retry shortly")]
     NoLease,
+    /// A condition the caller attached to the operation no longer holds (the supervisor's
+    /// leader key: it was deposed); nothing was done, or what was done is not recorded.
+    #[error("{key} changed: the caller's fence no longer holds (a deposed supervisor?); nothing was recorded")]
+    Fenced {
+        /// The key whose check failed.
+        key: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Kv(KvError),
@@ -271,6 +280,7 @@ pub struct Volumes {
     locker: Locker,
     lease: watch::Receiver<LeaseState>,
     global: watch::Receiver<GlobalConfig>,
+    clock: Arc<dyn Clock>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(e: &Entry) -> Result<T, EngineError> {
@@ -306,7 +316,21 @@ impl Volumes {
             locker,
             lease,
             global,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same engine with another wall clock for its timestamps (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, to the millisecond (records store milliseconds, so what is returned equals
+    /// what is read back).
+    pub(crate) fn now_millis(&self) -> SystemTime {
+        let ms = crate::schedule::unix_millis(self.clock.now());
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
     }
 
     /// The lock handle (for `use` commands).
@@ -468,43 +492,4 @@ impl Volumes {
     }
 }
 
-/// Now, to the millisecond (records store milliseconds, so what is returned equals what
-/// is read back).
-fn now_millis() -> SystemTime {
-    let d = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A snapshot name from a time: `snap-YYYYMMDD-HHMMSS-mmm` (UTC), sortable.
-pub fn snapshot_name(t: SystemTime) -> SnapshotName {
-    let s = humantime::format_rfc3339_millis(t).to_string(); // 2026-12-01T08:30:00.123Z
-    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
-    // digits = YYYYMMDDHHMMSSmmm
-    let name = if digits.len() >= 17 {
-        format!(
-            "snap-{}-{}-{}",
-            &digits[..8],
-            &digits[8..14],
-            &digits[14..17]
-        )
-    } else {
-        format!("snap-{digits}")
-    };
-    #[allow(clippy::expect_used)]
-    SnapshotName::new(name).expect("letters, digits and '-' make a valid snapshot name")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshot_names_sort_by_time() {
-        let a = snapshot_name(SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_578_400_001));
-        let b = snapshot_name(SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_578_400_002));
-        assert_eq!(a.as_str(), "snap-20251201-084000-001");
-        assert!(a < b);
-    }
-}
+pub use crate::schedule::snapshot_name;

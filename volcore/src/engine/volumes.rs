@@ -99,7 +99,8 @@ impl Volumes {
                     policy: vref.policy.clone(),
                 })?;
         let policy = Policy::from_stored_json(&policy_entry.value)?;
-        let mut volume = Volume::from_policy(&policy, vref.volume.clone(), options, now_millis())?;
+        let mut volume =
+            Volume::from_policy(&policy, vref.volume.clone(), options, self.now_millis())?;
         volume.policy_revision = Some(policy_entry.mod_rev);
         // Checked again here, not only at upload: the policy may predate the allowlist,
         // or an admin may have narrowed it since.
@@ -365,6 +366,14 @@ impl Volumes {
                     key: self.keys.epoch(vref),
                     pre: Precondition::Any,
                 },
+                TxnOp::Delete {
+                    key: self.keys.schedule(vref),
+                    pre: Precondition::Any,
+                },
+                TxnOp::Delete {
+                    key: self.keys.snapshot_signal(vref),
+                    pre: Precondition::Any,
+                },
             ],
         );
         // The storage is gone now: keep trying to drop the record (an unanswered attempt
@@ -426,6 +435,14 @@ impl Volumes {
             },
             TxnOp::Delete {
                 key: self.keys.epoch(vref),
+                pre: Precondition::Any,
+            },
+            TxnOp::Delete {
+                key: self.keys.schedule(vref),
+                pre: Precondition::Any,
+            },
+            TxnOp::Delete {
+                key: self.keys.snapshot_signal(vref),
                 pre: Precondition::Any,
             },
         ];

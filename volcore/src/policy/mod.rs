@@ -32,7 +32,7 @@ use backend::{BackendsDoc, KNOWN_BACKENDS};
 pub use mkfs::{
     MkfsAllowlist, MkfsTemplate, DEFAULT_FILESYSTEM, DEFAULT_MKFS, DEFAULT_MKFS_PROGRAMS,
 };
-pub use runtime::{Frequency, RateLimit, RuntimeOptions, SnapshotConfig};
+pub use runtime::{Frequency, RateLimit, RuntimeOptions, SnapshotConfig, SnapshotTier};
 
 /// Why a policy, runtime document, volume option or global configuration was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -652,6 +652,26 @@ mod tests {
                 r#"{"snapshots":true,"snapshot":{"frequency":"5x","keep":1}}"#,
                 "unknown unit",
             ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"1h","keep":1,"tiers":{"daily":{"every":"90m","keep":1}}}}"#,
+                "not a multiple of snapshot.frequency",
+            ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"1h","keep":1,"tiers":{"daily":{"every":"24h","keep":0}}}}"#,
+                "tiers.daily.keep is 0",
+            ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"1h","keep":1,"tiers":{"Daily!":{"every":"24h","keep":1}}}}"#,
+                "is not a tier name",
+            ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":"1h","keep":1,"tiers":{"daily":{"every":"24h","keep":1,"at":"0h"}}}}"#,
+                "unknown field",
+            ),
+            (
+                r#"{"snapshots":true,"snapshot":{"frequency":null}}"#,
+                "snapshot.frequency is missing",
+            ),
         ] {
             let e = RuntimeOptions::from_json(json.as_bytes())
                 .unwrap_err()
@@ -668,6 +688,24 @@ mod tests {
         );
         // Disabled snapshots need nothing else.
         RuntimeOptions::from_json(br#"{"snapshots":false}"#).unwrap();
+        // frequency null (or snapshots false) with a keep: nothing scheduled, pruned.
+        for json in [
+            r#"{"snapshots":true,"snapshot":{"frequency":null,"keep":5}}"#,
+            r#"{"snapshots":false,"snapshot":{"frequency":"1m","keep":5}}"#,
+        ] {
+            let r = RuntimeOptions::from_json(json.as_bytes()).unwrap();
+            assert!(r.scheduled().is_none() && r.snapshot.prunes(), "{json}");
+        }
+        let r = RuntimeOptions::from_json(
+            br#"{"snapshots":true,"signal":true,"snapshot":{"frequency":"1h","keep":24,
+                 "tiers":{"daily":{"every":"24h","keep":7},"weekly":{"every":"168h","keep":4}}}}"#,
+        )
+        .unwrap();
+        assert!(r.signal);
+        assert_eq!(r.snapshot.tiers["weekly"].keep, 4);
+        let back: RuntimeOptions =
+            serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Runtime options: snapshot schedules and I/O limits, the part of a policy that can
 //! change on a live volume.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -121,17 +122,88 @@ impl<'de> Deserialize<'de> for Frequency {
     }
 }
 
-/// Snapshot schedule.
+/// Snapshot schedule: take one every `frequency` (slots aligned to the wall clock, in
+/// UTC), keep the newest `keep`, and, per tier, the newest `keep` of those that fall on
+/// the tier's boundary. Pruning keeps the union of what every tier keeps.
+///
+/// Plain `frequency` + `keep` (volplugin's runtime files) is the one-tier case. Without a
+/// frequency (missing or `null`) nothing is scheduled, but pruning still runs when `keep`
+/// or a tier is set.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotConfig {
-    /// How often to take a snapshot.
+    /// How often to take a snapshot; `null` or absent: never on schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frequency: Option<Frequency>,
-    /// How many snapshots to keep (older ones are pruned).
+    /// How many of the newest snapshots to keep (0: no count limit of its own).
     #[serde(default)]
     pub keep: u32,
+    /// Longer-lived tiers, by name (e.g. `"daily": {"every": "24h", "keep": 7}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tiers: BTreeMap<String, SnapshotTier>,
+}
+
+/// A retention tier: a snapshot whose slot time is a multiple of `every` since the Unix
+/// epoch (UTC; `24h` is midnight, `168h` is Thursday midnight) counts toward it, and the
+/// newest `keep` of those are kept.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SnapshotTier {
+    /// The tier's boundary: a multiple of the schedule's frequency.
+    pub every: Frequency,
+    /// How many snapshots on this tier's boundaries to keep (at least 1).
+    pub keep: u32,
+}
+
+impl SnapshotConfig {
+    /// Whether anything is ever pruned (a count to keep, or a tier).
+    pub fn prunes(&self) -> bool {
+        self.keep > 0 || !self.tiers.is_empty()
+    }
+
+    fn validate(&self, enabled: bool) -> Result<(), PolicyError> {
+        let bad = |s: String| Err(PolicyError::Runtime(s));
+        for (name, t) in &self.tiers {
+            if name.is_empty()
+                || name.len() > 32
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return bad(format!(
+                    "snapshot.tiers: {name:?} is not a tier name; use 1 to 32 lowercase letters, digits or '-' (e.g. \"daily\")"
+                ));
+            }
+            if t.keep < 1 {
+                return bad(format!(
+                    "snapshot.tiers.{name}.keep is 0; a tier keeps at least 1 snapshot (remove the tier to keep none)"
+                ));
+            }
+            if let Some(f) = &self.frequency {
+                let (base, every) = (f.every().as_millis(), t.every.every().as_millis());
+                if base == 0 || every % base != 0 {
+                    return bad(format!(
+                        "snapshot.tiers.{name}.every {:?} is not a multiple of snapshot.frequency {:?}, so no snapshot would ever fall on its boundary",
+                        t.every.as_str(),
+                        f.as_str()
+                    ));
+                }
+            }
+        }
+        if enabled && self.frequency.is_none() && !self.prunes() {
+            return bad(
+                "snapshots are enabled but snapshot.frequency is missing; set e.g. \"frequency\": \"30m\" (or a keep, to only prune)".into(),
+            );
+        }
+        if enabled && self.frequency.is_some() && self.keep < 1 {
+            return bad(
+                "snapshots are enabled but snapshot.keep is 0; keep must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// I/O limits applied to a mounted volume's block device; 0 means no limit.
@@ -161,9 +233,13 @@ pub struct RuntimeOptions {
     /// Whether scheduled snapshots are taken.
     #[serde(default)]
     pub snapshots: bool,
-    /// The schedule (required when `snapshots` is true).
+    /// The schedule (a frequency or a keep is required when `snapshots` is true).
     #[serde(default)]
     pub snapshot: SnapshotConfig,
+    /// Whether on-demand snapshots may be asked of the supervisor
+    /// (`volcli volume snapshot signal`).
+    #[serde(default)]
+    pub signal: bool,
     /// I/O limits.
     #[serde(default, rename = "rate-limit")]
     pub rate_limit: RateLimit,
@@ -180,20 +256,18 @@ impl RuntimeOptions {
         Ok(r)
     }
 
-    /// Checks that an enabled schedule has a frequency and keeps at least one snapshot.
+    /// Checks that an enabled schedule has a frequency (or at least prunes), keeps at
+    /// least one snapshot, and that its tiers are well formed.
     pub fn validate(&self) -> Result<(), PolicyError> {
+        self.snapshot.validate(self.snapshots)
+    }
+
+    /// The frequency scheduled snapshots are taken at, if they are.
+    pub fn scheduled(&self) -> Option<&Frequency> {
         if self.snapshots {
-            if self.snapshot.frequency.is_none() {
-                return Err(PolicyError::Runtime(
-                    "snapshots are enabled but snapshot.frequency is missing; set e.g. \"frequency\": \"30m\"".into(),
-                ));
-            }
-            if self.snapshot.keep < 1 {
-                return Err(PolicyError::Runtime(
-                    "snapshots are enabled but snapshot.keep is 0; keep must be at least 1".into(),
-                ));
-            }
+            self.snapshot.frequency.as_ref()
+        } else {
+            None
         }
-        Ok(())
     }
 }
