@@ -463,6 +463,25 @@ impl Client {
         self.call(Method::POST, url, None, "a snapshot").await
     }
 
+    /// `POST /v1/volumes/{policy}/{volume}/snapshots/signal`: asks the supervisor for a
+    /// snapshot now.
+    pub async fn signal_snapshot(&self, v: &VolumeRef) -> Res<crate::types::SnapshotSignalled> {
+        let url = self.vurl(paths::VOLUME_SNAPSHOT_SIGNAL, v);
+        self.call(Method::POST, url, None, "a snapshot signal")
+            .await
+    }
+
+    /// `GET /v1/supervisor`: the leading supervisor and the standbys.
+    pub async fn supervisor_status(&self) -> Res<volcore::supervisor::SupervisorStatus> {
+        self.call(
+            Method::GET,
+            self.url(paths::SUPERVISOR, &[]),
+            None,
+            "the supervisors' status",
+        )
+        .await
+    }
+
     /// `POST /v1/volumes/{policy}/{volume}/copy`.
     pub async fn copy(
         &self,

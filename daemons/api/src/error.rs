@@ -97,6 +97,8 @@ codes! {
     PolicyInUse = "policy_in_use", 409;
     /// The record changed while the operation ran; retry.
     ChangedMeanwhile = "changed_meanwhile", 409;
+    /// The volume's runtime does not allow signalled snapshots (`"signal": true`).
+    SignalNotAllowed = "signal_not_allowed", 409;
     /// The operation's lock was lost midway; nothing was published.
     LockLost = "lock_lost", 409;
     /// Storage of a failed operation was left behind (`volcli check` finds it).

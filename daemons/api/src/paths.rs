@@ -44,6 +44,10 @@ pub const VOLUME_RECORD: &str = "/v1/volumes/{policy}/{volume}/record";
 pub const VOLUME_RUNTIME: &str = "/v1/volumes/{policy}/{volume}/runtime";
 /// A volume's snapshots.
 pub const VOLUME_SNAPSHOTS: &str = "/v1/volumes/{policy}/{volume}/snapshots";
+/// Ask the supervisor for a snapshot now.
+pub const VOLUME_SNAPSHOT_SIGNAL: &str = "/v1/volumes/{policy}/{volume}/snapshots/signal";
+/// The supervisors: the leader, since when, and the standbys.
+pub const SUPERVISOR: &str = "/v1/supervisor";
 /// Copy a volume's snapshot.
 pub const VOLUME_COPY: &str = "/v1/volumes/{policy}/{volume}/copy";
 /// Use locks.

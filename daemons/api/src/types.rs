@@ -86,6 +86,16 @@ pub struct SnapshotTaken {
     pub snapshot: SnapshotName,
 }
 
+/// A snapshot asked of the supervisor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SnapshotSignalled {
+    /// The snapshot it will be (named by the request time).
+    pub snapshot: SnapshotName,
+    /// When it was asked for (RFC 3339).
+    pub requested_at: String,
+}
+
 /// Locks that were removed by force.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

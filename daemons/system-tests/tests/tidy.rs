@@ -89,8 +89,8 @@ fn allowed(pkg: &str) -> Option<&'static [&'static str]> {
             "volcore-ceph",
             "volcore-nfs",
         ]),
-        "volmaster" | "volplugin" => Some(DAEMON),
-        // volstack runs both daemons in one process.
+        "volmaster" | "volplugin" | "volsupervisor" => Some(DAEMON),
+        // volstack runs the three daemons in one process.
         "volstack" => Some(&[
             "volcore",
             "volcore-api",
@@ -98,6 +98,7 @@ fn allowed(pkg: &str) -> Option<&'static [&'static str]> {
             "volcore-kv",
             "volmaster",
             "volplugin",
+            "volsupervisor",
         ]),
         // A REST client: the library's types and the API crate, nothing else.
         "volcli" => Some(&["volcore", "volcore-api"]),
@@ -234,6 +235,7 @@ fn store_keys_are_built_only_by_keys() {
         "daemons/volplugin",
         "daemons/volcli",
         "daemons/volstack",
+        "daemons/volsupervisor",
         "benches",
     ] {
         sources(&root().join(krate).join("src"), &mut files);

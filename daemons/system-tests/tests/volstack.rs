@@ -1,4 +1,4 @@
-//! volstack: both daemons in one process on embedded defaults, with a default policy.
+//! volstack: the three daemons in one process on embedded defaults, with a default policy.
 
 #![allow(clippy::unwrap_used)] // tests fail by panicking
 
@@ -63,6 +63,20 @@ fn runs_on_embedded_defaults() {
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.contains(r#""Name":"policy1/stacked""#), "{resp}");
+    // Its supervisor leads (the stack snapshots on schedule).
+    let start = Instant::now();
+    loop {
+        let st = volcli(&["--json", "supervisor", "status"]);
+        let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap_or_default();
+        if st["leader"]["host"].is_string() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no supervisor leads: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // SIGTERM stops both and removes the socket.
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -85,6 +85,11 @@ enum Cmd {
     },
     /// Who volmaster takes you for: the identity of your client certificate.
     Whoami,
+    /// The supervisors.
+    Supervisor {
+        #[command(subcommand)]
+        cmd: SupervisorCmd,
+    },
     /// Roles of certificate identities (admin): reader, operator, admin.
     Role {
         #[command(subcommand)]
@@ -100,6 +105,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum SupervisorCmd {
+    /// Which volsupervisor leads, since when, and the standbys.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -247,6 +258,21 @@ enum SnapshotCmd {
     Take { volume: String },
     /// List a volume's snapshots.
     List { volume: String },
+    /// Ask the leading volsupervisor for a snapshot now (the volume's runtime must say
+    /// "signal": true); it counts toward pruning like a scheduled one.
+    Signal { volume: String },
+    /// Run --pre (e.g. flush a database), take a snapshot, run --post; each step's status
+    /// is reported, and --post runs even when an earlier step failed. Commands run with
+    /// `sh -c` on this machine. Exit status: 0 when every step succeeded.
+    Run {
+        volume: String,
+        /// Command to run before the snapshot; when it fails, no snapshot is taken.
+        #[arg(long)]
+        pre: Option<String>,
+        /// Command to run after the snapshot, whatever became of it.
+        #[arg(long)]
+        post: Option<String>,
+    },
     /// Copy a snapshot into a new volume of the same policy.
     Copy {
         volume: String,
@@ -549,6 +575,34 @@ async fn run(cli: Cli) -> Res<u8> {
                 }
             });
         }
+        Cmd::Supervisor {
+            cmd: SupervisorCmd::Status,
+        } => {
+            let st = c.supervisor_status().await?;
+            out(&value(&st), &|_| {
+                match &st.leader {
+                    Some(l) => println!(
+                        "leader:  {} (instance {}, version {}) since {}",
+                        l.host,
+                        l.instance,
+                        l.version,
+                        humantime::format_rfc3339_seconds(l.since)
+                    ),
+                    None => {
+                        println!("leader:  none (no volsupervisor leads; snapshots are not taken)")
+                    }
+                }
+                for s in &st.standbys {
+                    println!(
+                        "standby: {} (instance {}, version {}) running since {}",
+                        s.host,
+                        s.instance,
+                        s.version,
+                        humantime::format_rfc3339_seconds(s.since)
+                    );
+                }
+            });
+        }
         Cmd::Whoami => {
             let w = c.whoami().await?;
             out(&value(&w), &|_| match &w.identity {
@@ -746,6 +800,17 @@ async fn volume(c: &Client, cmd: VolumeCmd, out: &Printer<'_>) -> Res<u8> {
                     }
                 });
             }
+            SnapshotCmd::Signal { volume } => {
+                let v = parse_vref(&volume)?;
+                let got = c.signal_snapshot(&v).await?;
+                out(&value(&got), &|_| {
+                    println!("asked the supervisor for snapshot {} of {v}", got.snapshot)
+                });
+            }
+            SnapshotCmd::Run { volume, pre, post } => {
+                let v = parse_vref(&volume)?;
+                return snapshot_run(c, &v, pre.as_deref(), post.as_deref(), out).await;
+            }
             SnapshotCmd::Copy {
                 volume,
                 snapshot,
@@ -766,6 +831,123 @@ async fn volume(c: &Client, cmd: VolumeCmd, out: &Printer<'_>) -> Res<u8> {
         },
     }
     Ok(0)
+}
+
+/// One step of `volume snapshot run`.
+#[derive(Serialize)]
+struct Step {
+    step: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command: Option<String>,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit: Option<i32>,
+    detail: String,
+}
+
+async fn run_hook(step: &'static str, cmd: &str) -> Step {
+    let res = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await;
+    let (ok, exit, detail) = match res {
+        Ok(s) if s.success() => (true, s.code(), "succeeded".to_owned()),
+        Ok(s) => (
+            false,
+            s.code(),
+            match s.code() {
+                Some(c) => format!("exited with status {c}"),
+                None => "killed by a signal".to_owned(),
+            },
+        ),
+        Err(e) => (false, None, format!("could not run sh: {e}")),
+    };
+    Step {
+        step,
+        command: Some(cmd.to_owned()),
+        ok,
+        exit,
+        detail,
+    }
+}
+
+async fn snapshot_run(
+    c: &Client,
+    v: &VolumeRef,
+    pre: Option<&str>,
+    post: Option<&str>,
+    out: &Printer<'_>,
+) -> Res<u8> {
+    let mut steps = Vec::new();
+    let mut snapshot = None;
+    let mut code = 0u8;
+    let pre_ok = match pre {
+        Some(cmd) => {
+            let s = run_hook("pre", cmd).await;
+            let ok = s.ok;
+            steps.push(s);
+            ok
+        }
+        None => true,
+    };
+    if pre_ok {
+        match c.snapshot(v).await {
+            Ok(t) => {
+                steps.push(Step {
+                    step: "snapshot",
+                    command: None,
+                    ok: true,
+                    exit: None,
+                    detail: format!("took {}", t.snapshot),
+                });
+                snapshot = Some(t.snapshot);
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                code = Fail::from(e).code;
+                steps.push(Step {
+                    step: "snapshot",
+                    command: None,
+                    ok: false,
+                    exit: None,
+                    detail,
+                });
+            }
+        }
+    } else {
+        steps.push(Step {
+            step: "snapshot",
+            command: None,
+            ok: false,
+            exit: None,
+            detail: "skipped: the pre command failed".to_owned(),
+        });
+    }
+    if let Some(cmd) = post {
+        steps.push(run_hook("post", cmd).await);
+    }
+    if code == 0 && steps.iter().any(|s| !s.ok) {
+        code = 1;
+    }
+    let report =
+        json!({"volume": v.to_string(), "snapshot": snapshot, "ok": code == 0, "steps": &steps});
+    out(&report, &|_| {
+        for s in &steps {
+            let what = match &s.command {
+                Some(c) => format!("{} ({c})", s.step),
+                None => s.step.to_owned(),
+            };
+            println!(
+                "{:<4} {what}: {}",
+                if s.ok { "ok" } else { "FAIL" },
+                s.detail
+            );
+        }
+    });
+    Ok(code)
 }
 
 async fn use_cmd(c: &Client, cmd: UseCmd, j: bool) -> Res<u8> {

@@ -62,6 +62,12 @@ pub(crate) const ACCESS: &[(&str, &str, Need)] = &[
     ("get", paths::VOLUME_SNAPSHOTS, Need::Role(Role::Reader)),
     ("post", paths::VOLUME_SNAPSHOTS, Need::Role(Role::Operator)),
     ("post", paths::VOLUME_COPY, Need::Role(Role::Operator)),
+    (
+        "post",
+        paths::VOLUME_SNAPSHOT_SIGNAL,
+        Need::Role(Role::Operator),
+    ),
+    ("get", paths::SUPERVISOR, Need::Role(Role::Reader)),
     ("get", paths::LOCKS, Need::Role(Role::Reader)),
     ("get", paths::VOLUME_LOCKS, Need::Role(Role::Reader)),
     ("delete", paths::VOLUME_LOCKS, Need::Role(Role::Admin)),

@@ -80,6 +80,7 @@ fn engine_code(e: &EngineError) -> ErrorCode {
         EngineError::BadRequest(_) | EngineError::NoSnapshots { .. } => C::BadRequest,
         EngineError::BackendNotServed { .. } => C::BackendNotServed,
         EngineError::ChangedMeanwhile { .. } | EngineError::Fenced { .. } => C::ChangedMeanwhile,
+        EngineError::SignalNotAllowed { .. } => C::SignalNotAllowed,
         EngineError::LockLost { .. } => C::LockLost,
         EngineError::LeftoverStorage { .. } => C::LeftoverStorage,
         EngineError::OutcomeUnknown { .. } => C::OutcomeUnknown,

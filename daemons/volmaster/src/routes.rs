@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use utoipa::{IntoParams, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use volcore::supervisor::SupervisorStatus;
 use volcore::{
     AuthView, CheckReport, EngineError, GlobalConfig, HostName, Keys, KvStore, LeaseId, LockInfo,
     LockKind, Policy, PolicyName, PolicyRevision, Principal, RoleMap, RuntimeOptions, SnapshotName,
@@ -24,8 +25,8 @@ use volcore::{
 };
 use volcore_api::types::{
     AuditEntry, CopyRequest, CreateRequest, Health, Info, LocksRemoved, MaintenanceRequest,
-    MaintenanceStarted, PolicyEvent, Ready, Renewed, RoleGrant, SessionLock, SnapshotTaken,
-    StoreInfo,
+    MaintenanceStarted, PolicyEvent, Ready, Renewed, RoleGrant, SessionLock, SnapshotSignalled,
+    SnapshotTaken, StoreInfo,
 };
 use volcore_api::{paths, ErrorCode, WhoAmI};
 
@@ -80,6 +81,8 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(volume_remove_record))
         .routes(routes!(runtime_get, runtime_put))
         .routes(routes!(snapshots_list, snapshot_take))
+        .routes(routes!(snapshot_signal))
+        .routes(routes!(supervisor_status))
         .routes(routes!(volume_copy))
         .routes(routes!(locks_list))
         .routes(routes!(locks_get, locks_remove))
@@ -753,6 +756,48 @@ async fn snapshot_take(
     scope(&s, &who, &policy_name(&p)?)?;
     let name = s.engine()?.snapshot(&vref(&p, &v)?).await?;
     Ok((StatusCode::CREATED, Json(SnapshotTaken { snapshot: name })))
+}
+
+/// Ask the supervisor for a snapshot now (the volume's runtime must say `"signal": true`).
+/// The snapshot is taken by the leading volsupervisor and counts toward pruning.
+#[utoipa::path(
+    post,
+    path = paths::VOLUME_SNAPSHOT_SIGNAL,
+    tag = "snapshots",
+    params(VolumePath),
+    responses((status = 202, description = "Asked; the supervisor takes it", body = SnapshotSignalled), E400_404_409_423_502_503_504)
+)]
+async fn snapshot_signal(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path((p, v)): Path<(String, String)>,
+) -> ApiResult<(StatusCode, Json<SnapshotSignalled>)> {
+    scope(&s, &who, &policy_name(&p)?)?;
+    let at = s
+        .engine()?
+        .signal_snapshot(&vref(&p, &v)?, who.user.as_deref().unwrap_or("local admin"))
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SnapshotSignalled {
+            snapshot: volcore::schedule::snapshot_name(at),
+            requested_at: humantime::format_rfc3339_millis(at).to_string(),
+        }),
+    ))
+}
+
+/// The supervisors: which one leads, since when, and the standbys.
+#[utoipa::path(
+    get,
+    path = paths::SUPERVISOR,
+    tag = "supervisor",
+    responses((status = 200, description = "Leader and standbys", body = SupervisorStatus), E503)
+)]
+async fn supervisor_status(State(s): State<AppState>) -> ApiResult<Json<SupervisorStatus>> {
+    s.engine()?;
+    Ok(Json(
+        volcore::supervisor::status(s.kv.as_ref(), &s.keys).await?,
+    ))
 }
 
 /// Copy a snapshot into a new volume of the same policy.

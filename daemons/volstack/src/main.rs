@@ -1,5 +1,6 @@
-//! volstack — volmaster and volplugin in one process on embedded defaults: an embedded
-//! store, the local loop-file driver and a default policy. The zero-setup way to run
+//! volstack — volmaster, volplugin and volsupervisor in one process on embedded defaults:
+//! an embedded store, the local loop-file driver and a default policy (snapshotted on
+//! schedule). The zero-setup way to run
 //! volcore on one host (the embedded store is one process's, so both daemons share it).
 
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use volplugin::{LeaseLossAction, PluginConfig, PluginDeps};
 #[command(
     name = "volstack",
     version,
-    about = "volmaster + volplugin in one process on embedded defaults"
+    about = "volmaster + volplugin + volsupervisor in one process on embedded defaults"
 )]
 struct Args {
     /// State directory: embedded store, local volumes, mounts.
@@ -96,7 +97,20 @@ async fn main() -> Result<()> {
         mount_path: None,
     };
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let (mut s1, mut s2) = (stop_tx.subscribe(), stop_tx.subscribe());
+    let (mut s1, mut s2, mut s3) = (
+        stop_tx.subscribe(),
+        stop_tx.subscribe(),
+        stop_tx.subscribe(),
+    );
+    let scfg = volsupervisor::Config {
+        kv_spec: format!("embedded:{}", kv_path.display()),
+        prefix: Keys::DEFAULT_PREFIX.into(),
+        host: host.clone(),
+        concurrency: 16,
+    };
+    let sv = volsupervisor::run(scfg, kv.clone(), drivers.clone(), async move {
+        let _ = s3.recv().await;
+    });
     let m = volmaster::run(
         mcfg,
         MasterDeps {
@@ -110,7 +124,7 @@ async fn main() -> Result<()> {
     let p = volplugin::run(pcfg, PluginDeps { kv, drivers }, async move {
         let _ = s2.recv().await;
     });
-    let both = async { tokio::try_join!(m, p) };
+    let both = async { tokio::try_join!(m, p, sv) };
     tokio::pin!(both);
     tokio::select! {
         // One of them failed (a port taken, a socket dir not writable …): stop.

@@ -139,6 +139,12 @@ pub enum EngineError {
         /// Its backend.
         backend: String,
     },
+    /// The volume's runtime does not allow on-demand snapshots from the supervisor.
+    #[error("volume {volume}'s runtime does not allow signalled snapshots; set \"signal\": true in its runtime (volcli volume runtime upload) or take one directly with volcli volume snapshot take")]
+    SignalNotAllowed {
+        /// The volume.
+        volume: VolumeRef,
+    },
     /// The storage driver failed.
     #[error("{op} {volume}: {source}")]
     Driver {

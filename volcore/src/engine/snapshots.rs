@@ -211,6 +211,59 @@ impl Volumes {
         Ok(())
     }
 
+    /// Asks the supervisor for a snapshot of `vref` now (`snapshot-signals/<p>/<v>`);
+    /// refused unless its runtime says `signal: true` and its backend takes snapshots.
+    /// Returns the request time, which names the snapshot. One read, one transaction
+    /// (which checks that the record is still the one read).
+    #[instrument(skip(self), fields(volume = %vref))]
+    pub async fn signal_snapshot(
+        &self,
+        vref: &VolumeRef,
+        by: &str,
+    ) -> Result<SystemTime, EngineError> {
+        let (volume, entry) = self.record(vref).await?;
+        let d = self
+            .driver(volume.backends.snapshot.unwrap_or(volume.backends.mount))?
+            .clone();
+        self.snapshot_driver(&volume, &d)?;
+        let runtime: RuntimeOptions = match self.kv.get(&self.keys.runtime(vref)).await? {
+            Some(e) => decode(&e)?,
+            None => volume.runtime.clone(),
+        };
+        if !runtime.signal {
+            return Err(EngineError::SignalNotAllowed {
+                volume: vref.clone(),
+            });
+        }
+        let at = self.now_millis();
+        let rec = crate::supervisor::SignalRecord {
+            requested_at: at,
+            by: by.to_owned(),
+        };
+        let ops = vec![
+            TxnOp::Check {
+                key: entry.key.clone(),
+                pre: Precondition::Revision(entry.mod_rev),
+            },
+            TxnOp::Put {
+                key: self.keys.snapshot_signal(vref),
+                value: encode(&rec),
+                pre: Precondition::Any,
+                lease: None,
+            },
+        ];
+        match self.kv.txn(ops).await {
+            Ok(_) => {
+                info!("snapshot signalled to the supervisor");
+                Ok(at)
+            }
+            Err(KvError::Conflict { .. }) => Err(EngineError::VolumeNotFound {
+                volume: vref.clone(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A volume's snapshots, oldest first.
     pub async fn snapshots(&self, vref: &VolumeRef) -> Result<Vec<SnapshotName>, EngineError> {
         let (volume, _) = self.record(vref).await?;
