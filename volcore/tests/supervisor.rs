@@ -495,3 +495,40 @@ async fn a_volume_removed_before_its_snapshot_is_skipped_and_a_failure_retried_n
     assert_eq!(w.snaps("p/b").await, ["snap-20261203-143100"]);
     assert!(n.leading());
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_slot_of_a_short_frequency_starts_on_time() {
+    let w = world().await;
+    w.create("p/a").await;
+    w.admin
+        .set_runtime(
+            &vref("p/a"),
+            br#"{"snapshots":true,"snapshot":{"frequency":"10s","keep":100}}"#,
+        )
+        .await
+        .unwrap();
+    let n = w.node("sup-1").await;
+    for (i, slot) in ["143000", "143010", "143020", "143030", "143040"]
+        .iter()
+        .enumerate()
+    {
+        w.until(
+            &format!("2026-12-03T14:30:{}0Z", i),
+            Duration::from_millis(500),
+        )
+        .await;
+        let got = w.snaps("p/a").await;
+        assert_eq!(
+            got.last().map(String::as_str),
+            Some(format!("snap-20261203-{slot}").as_str()),
+            "{got:?}"
+        );
+        // The volume was made at 14:29:50, itself a slot start: that slot counts too.
+        assert_eq!(got.len(), i + 2, "{got:?}");
+    }
+    let st = n.sup.as_ref().unwrap().stats();
+    assert!(
+        st.slots.iter().all(|s| s.last_start_late_ms < 500),
+        "{st:?}"
+    );
+}

@@ -476,3 +476,79 @@ pub fn wait_ready(addr: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A volsupervisor process on a cluster (killed with SIGKILL when dropped, unless
+/// stopped before).
+pub struct SupervisorProc {
+    pub child: Child,
+    pub host: String,
+}
+
+impl Drop for SupervisorProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SupervisorProc {
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts volsupervisor `host` on cluster `c` (same store, prefix, local driver state and
+/// Ceph settings as the cluster's daemons); returns once it runs.
+pub fn supervisor(c: &Cluster, host: &str) -> SupervisorProc {
+    let mut child = Command::new(bin("volsupervisor"))
+        .args([
+            "--kv",
+            &format!("etcd://{}", env("VOLCORE_TEST_ETCD")),
+            "--prefix",
+            &c.prefix,
+            "--host-label",
+            host,
+        ])
+        .args([
+            "--local-state",
+            &c.state.join("local").display().to_string(),
+        ])
+        .envs(ceph_env(&c.state, &format!("sup-{host}")))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("volsupervisor started as "),
+        "volsupervisor said {line:?}"
+    );
+    SupervisorProc {
+        child,
+        host: host.to_owned(),
+    }
+}
+
+/// `volcli supervisor status --json` until `pred` holds (up to `limit`); the last status.
+pub fn await_supervisors(
+    c: &Cluster,
+    limit: std::time::Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (code, out, err) = volcli(c, &["--json", "supervisor", "status"], None);
+        assert_eq!(code, 0, "{err}");
+        let st: Value = serde_json::from_str(&out).unwrap();
+        if pred(&st) {
+            return st;
+        }
+        assert!(start.elapsed() < limit, "supervisors never got there: {st}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

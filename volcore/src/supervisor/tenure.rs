@@ -83,19 +83,19 @@ pub(super) async fn run(sh: Arc<Shared>, token: Revision) {
     let mut signal_watch: Option<WatchStream> = None;
     let mut running: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
     let mut dirty = true;
+    // When the next slot of any volume starts (from the last scan).
+    let mut slot_due = SystemTime::UNIX_EPOCH;
     loop {
         if signal_watch.is_none() {
             signal_watch = t.load_signals().await;
             dirty = true;
         }
         let now = sh.cfg.clock.now();
-        let mut wake = now + MAX_NAP;
-        if dirty {
-            wake = wake.min(t.scan(now));
+        if dirty || now >= slot_due {
+            slot_due = t.scan(now);
             dirty = false;
-        } else {
-            wake = wake.min(t.next_wake(now));
         }
+        let wake = slot_due.min(t.next_wake(now));
         while running.len() < sh.cfg.concurrency.max(1) {
             let Some(job) = t.queue.pop_front() else {
                 break;
