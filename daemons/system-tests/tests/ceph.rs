@@ -784,3 +784,89 @@ fn a_duplicate_host_label_is_refused_on_ceph() {
     let (code, _, err) = volcli(&c, &["volume", "remove", &vol], None);
     assert_eq!(code, 0, "{err}");
 }
+
+/// volsupervisor's schedule on Ceph: a mounted (locked) volume gets rbd snapshots named by
+/// their wall-clock slots, pruned to keep; the newest one's data is in a copy.
+#[test]
+fn scheduled_snapshots_on_ceph_are_taken_while_mounted_and_pruned() {
+    let c = ceph_cluster(5);
+    upload_policy(
+        &c,
+        "csnap",
+        r#"{"backend":"ceph","driver":{"pool":"rbd"},"create":{"size":"64MiB"},
+            "runtime":{"snapshots":true,"snapshot":{"frequency":"4s","keep":2}}}"#,
+    );
+    let p = plugin(
+        &c,
+        &format!("cps{}", uniq()),
+        "mon0",
+        Path::new(DOCKER_PLUGINS),
+    );
+    let u = uniq();
+    let v = format!("csnap/s{u}");
+    ok(&c, &["volume", "create", &v]);
+    let long = run_bg(
+        &p.name,
+        &format!("{v}:/data"),
+        &["sh", "-c", "echo scheduled > /data/f && sync && sleep 60"],
+    );
+    let _sup = supervisor(&c, "sup-ceph");
+    let image = format!("rbd/csnap.s{u}");
+    let rbd_snaps = || -> Vec<String> {
+        let (code, out, err) = rbd(&["snap", "ls", "--format", "json", &image]);
+        assert_eq!(code, 0, "{err}");
+        let v: Value =
+            serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out }).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Three slots at least (4 s each): two kept, the first pruned.
+    let start = Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    while seen.len() < 3 {
+        for s in rbd_snaps() {
+            if !seen.contains(&s) {
+                seen.push(s);
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "slots taken: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for s in &seen {
+        let t = volcore::schedule::snapshot_time(&volcore::SnapshotName::new(s).unwrap())
+            .unwrap_or_else(|| panic!("{s} is not a slot name"));
+        assert_eq!(
+            volcore::schedule::unix_millis(t) % 4000,
+            0,
+            "{s} is not on a 4 s slot"
+        );
+    }
+    let start = Instant::now();
+    while rbd_snaps().contains(&seen[0]) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} never pruned",
+            seen[0]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(rbd_snaps().len() <= 2, "{:?}", rbd_snaps());
+    let newest = rbd_snaps().into_iter().max().unwrap();
+    ok(
+        &c,
+        &["volume", "snapshot", "copy", &v, &newest, &format!("sc{u}")],
+    );
+    docker_ok(&["rm", "-f", long.trim()]);
+    let got = run(&p.name, &format!("csnap/sc{u}:/data"), "cat /data/f");
+    assert_eq!(got.trim(), "scheduled");
+    drop(_sup);
+    for vol in [format!("csnap/sc{u}"), v.clone()] {
+        ok(&c, &["volume", "remove", &vol]);
+    }
+}

@@ -381,3 +381,89 @@ fn rate_limits_are_measured_inside_a_container() {
     let (code, _, err) = volcli(&c, &["volume", "remove", &vol], None);
     assert_eq!(code, 0, "{err}");
 }
+
+/// volsupervisor snapshots a volume mounted through the real plugin and Docker (local
+/// driver, ext4, the filesystem frozen for the copy) on its schedule; a copy of that
+/// snapshot has the data the container wrote.
+#[test]
+fn scheduled_snapshot_of_a_volume_mounted_through_docker() {
+    let c = cluster(5);
+    let (code, _, err) = volcli(
+        &c,
+        &["policy", "upload", "dsnap"],
+        Some(
+            r#"{"backend":"local","create":{"size":"64MiB"},
+                "runtime":{"snapshots":true,"snapshot":{"frequency":"3s","keep":3}}}"#,
+        ),
+    );
+    assert_eq!(code, 0, "{err}");
+    let p = plugin(
+        &c,
+        &format!("vsn{}", uniq()),
+        "mon0",
+        Path::new(DOCKER_PLUGINS),
+    );
+    let vol = "dsnap/live";
+    docker_ok(&["volume", "create", "-d", &p.name, vol]);
+    let long = docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-v",
+        &format!("{vol}:/data"),
+        "busybox:local",
+        "sh",
+        "-c",
+        "echo mounted-data > /data/f && sync && sleep 60",
+    ]);
+    // The file is there before the supervisor starts, so every snapshot it takes has it.
+    let start = Instant::now();
+    while !c.state.join("mnt/dsnap/live/f").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "container did not write"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _sup = supervisor(&c, "sup-docker");
+    let start = Instant::now();
+    let snap = loop {
+        let (_, out, _) = volcli(&c, &["--json", "volume", "snapshot", "list", vol], None);
+        let got: Value = serde_json::from_str(&out).unwrap_or(json!([]));
+        if let Some(s) = got
+            .as_array()
+            .and_then(|a| a.last())
+            .and_then(Value::as_str)
+        {
+            break s.to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no scheduled snapshot of a mounted volume"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Taken while locked by this host's mount.
+    let (_, uses, _) = volcli(&c, &["--json", "use", "list"], None);
+    assert!(uses.contains("mon0"), "{uses}");
+    let (code, _, err) = volcli(
+        &c,
+        &["volume", "snapshot", "copy", vol, &snap, "copied"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    docker_ok(&["rm", "-f", long.trim()]);
+    let got = docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "dsnap/copied:/data",
+        "busybox:local",
+        "cat",
+        "/data/f",
+    ]);
+    assert_eq!(got.trim(), "mounted-data");
+}
