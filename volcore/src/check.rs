@@ -38,7 +38,8 @@ pub enum FindingKind {
     StaleLock,
     /// A host's mount record of a host that is not running, or of a removed volume.
     StaleMountRecord,
-    /// A `runtime/`, `epochs/`, `schedules/` or `snapshot-signals/` key of a volume that has no record.
+    /// A `runtime/`, `epochs/`, `schedules/`, `snapshot-signals/` or `used/` key of a volume
+    /// that has no record.
     OrphanKey,
     /// A volume mounted on this host that no mount record names: a mount that died
     /// before it published. Nobody was told it is mounted, and this host holds no lock
@@ -331,6 +332,7 @@ impl Volumes {
             k.host_checks(),
             k.schedules(),
             k.snapshot_signals(),
+            k.used_dir(),
         ];
         let mut lists = futures::future::try_join_all(prefixes.iter().map(|p| kv.list(p)))
             .await?
@@ -346,7 +348,7 @@ impl Volumes {
             .filter_map(|e| e.key.strip_prefix(&k.policies()).map(str::to_owned))
             .collect();
         let host_reports = next();
-        let (schedules, signals) = (next(), next());
+        let (schedules, signals, used_keys) = (next(), next(), next());
         let mut used: BTreeSet<BackendKind> = policy_entries
             .iter()
             .filter_map(|e| crate::policy::Policy::from_stored_json(&e.value).ok())
@@ -511,6 +513,7 @@ impl Volumes {
             ("epochs", &epochs),
             ("schedules", &schedules),
             ("snapshot-signals", &signals),
+            ("used", &used_keys),
         ] {
             for e in entries {
                 let Some(v) = k.parse_volume_key(dir, &e.key) else {

@@ -267,6 +267,16 @@ impl Keys {
         format!("{}/snapshot-signals/{}/{}", self.prefix, v.policy, v.volume)
     }
 
+    /// `used/<policy>/<volume>`: when the volume was last unmounted (for reclamation).
+    pub fn last_used(&self, v: &VolumeRef) -> String {
+        format!("{}/used/{}/{}", self.prefix, v.policy, v.volume)
+    }
+
+    /// `used/`.
+    pub fn used_dir(&self) -> String {
+        format!("{}/used/", self.prefix)
+    }
+
     /// `snapshot-signals/`.
     pub fn snapshot_signals(&self) -> String {
         format!("{}/snapshot-signals/", self.prefix)

@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod auth;
 pub mod catalog;
 pub mod cgroup;
@@ -36,6 +37,7 @@ pub mod name;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod policy;
+pub mod reclaim;
 pub mod schedule;
 mod serde_time;
 pub mod size;

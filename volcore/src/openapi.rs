@@ -112,6 +112,21 @@ impl PartialSchema for PolicyUpload {
             .property("create", create)
             .property("filesystems", strings("mkfs command per filesystem; `%` is the device."))
             .property("runtime", RuntimeOptions::schema())
+            .property(
+                "reclaim",
+                obj()
+                    .description(Some("Reclaim volumes unused (no mount on any host) for `unused`: after `grace` (default 1h) they are removed or reported."))
+                    .property("unused", string("How long without a mount makes a volume stale.", "30d"))
+                    .property(
+                        "action",
+                        string("What then happens.", "remove").enum_values(Some(["remove", "report"])),
+                    )
+                    .property("grace", string("How long a stale volume is listed before the action.", "1d"))
+                    .required("unused")
+                    .required("action")
+                    .additional_properties(Some(AdditionalProperties::FreeForm(false))),
+            )
+            .property("ephemeral", boolean("Volumes are removed at their last unmount, and when the host that had them mounted is gone."))
             .additional_properties(Some(AdditionalProperties::FreeForm(false)))
             .into()
     }

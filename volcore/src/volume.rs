@@ -25,6 +25,7 @@ pub const OPTION_KEYS: &[&str] = &[
     "rate-limit.read.iops",
     "rate-limit.write.iops",
     "mount",
+    "ephemeral",
 ];
 
 /// A volume record as stored at `volumes/<policy>/<volume>`.
@@ -50,6 +51,13 @@ pub struct Volume {
     pub filesystems: BTreeMap<String, MkfsTemplate>,
     /// Runtime options the volume started with (live ones are at `runtime/<p>/<v>`).
     pub runtime: RuntimeOptions,
+    /// When it is reclaimed once unused, copied from the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub reclaim: Option<crate::policy::Reclaim>,
+    /// Removed when its last user unmounts (and when its host is gone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
     /// NFS source (`host:/path`), for mount-only backends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount: Option<String>,
@@ -110,6 +118,8 @@ impl Volume {
             create: p.create,
             filesystems: p.filesystems,
             runtime: p.runtime,
+            reclaim: p.reclaim,
+            ephemeral: p.ephemeral,
             mount,
             created_at,
             policy_revision: None,
@@ -164,6 +174,7 @@ fn apply_option(
         }
         "filesystem" => p.create.filesystem = value.to_owned(),
         "unlocked" => p.unlocked = parse_bool(key, value)?,
+        "ephemeral" => p.ephemeral = parse_bool(key, value)?,
         "snapshots" => p.runtime.snapshots = parse_bool(key, value)?,
         "snapshots.frequency" => {
             p.runtime.snapshot.frequency =

@@ -68,6 +68,7 @@ impl Node {
         let catalog = Arc::new(Catalog::start(kv, Keys::default()));
         let mut cfg = SupervisorConfig::new(host, "test");
         cfg.clock = Arc::new(clock);
+        cfg.reclaim_every = Duration::from_secs(10);
         let sup = Supervisor::start(engine, catalog, keeper.subscribe(), cfg);
         Self {
             sup: Some(sup),
@@ -531,4 +532,183 @@ async fn every_slot_of_a_short_frequency_starts_on_time() {
         st.slots.iter().all(|s| s.last_start_late_ms < 500),
         "{st:?}"
     );
+}
+
+/// A host's record and its mount record of `v` (what a plugin writes), or only the mount
+/// record (a host that died: its record went with its lease).
+async fn mounted_on(kv: &Arc<dyn KvStore>, host: &str, v: &str, live: bool) {
+    let keys = Keys::default();
+    let h = HostName::new(host).unwrap();
+    if live {
+        kv.put(&keys.host(&h), b"{}".to_vec(), Default::default())
+            .await
+            .unwrap();
+    }
+    kv.put(
+        &keys.mount(&h, &vref(v)),
+        b"{}".to_vec(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+}
+
+async fn exists(w: &World, v: &str) -> bool {
+    w.admin.get(&vref(v)).await.is_ok()
+}
+
+#[tokio::test(start_paused = true)]
+async fn unused_volumes_are_reclaimed_after_grace_never_while_mounted_and_ephemeral_ones_with_their_host(
+) {
+    let w = world().await;
+    w.admin
+        .upload_policy(
+            &PolicyName::new("r").unwrap(),
+            br#"{"backend":"local","create":{"size":"10MB"},"reclaim":{"unused":"10m","action":"remove","grace":"5m"}}"#,
+        )
+        .await
+        .unwrap();
+    w.admin
+        .upload_policy(
+            &PolicyName::new("rep").unwrap(),
+            br#"{"backend":"local","create":{"size":"10MB"},"reclaim":{"unused":"10m","action":"report","grace":"0s"}}"#,
+        )
+        .await
+        .unwrap();
+    for v in [
+        "r/idle",
+        "r/busy",
+        "r/recent",
+        "rep/idle",
+        "p/eph-dead",
+        "p/eph-live",
+    ] {
+        w.create(v).await;
+    }
+    for v in ["p/eph-dead", "p/eph-live"] {
+        w.admin
+            .create(
+                &vref(&format!("{v}x")),
+                &[("ephemeral".to_owned(), "true".to_owned())].into(),
+            )
+            .await
+            .unwrap();
+    }
+    mounted_on(&w.kv, "alive", "r/busy", true).await;
+    mounted_on(&w.kv, "gone", "p/eph-deadx", false).await;
+    mounted_on(&w.kv, "alive", "p/eph-livex", true).await;
+    let n = w.node("sup-1").await;
+    // The dead host's ephemeral volume goes at the first sweep, with its mount record.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(!exists(&w, "p/eph-deadx").await);
+    assert!(exists(&w, "p/eph-livex").await && exists(&w, "p/eph-dead").await);
+    let gone = Keys::default().mount(&HostName::new("gone").unwrap(), &vref("p/eph-deadx"));
+    assert_eq!(w.kv.get(&gone).await.unwrap(), None);
+    // r/recent was last unmounted 8 minutes in.
+    w.until("2026-12-03T14:37:50Z", Duration::ZERO).await;
+    let used = volcore::reclaim::LastUsed {
+        at: volcore::supervisor::Clock::now(&w.clock),
+        host: HostName::new("alive").unwrap(),
+    };
+    w.kv.put(
+        &Keys::default().last_used(&vref("r/recent")),
+        serde_json::to_vec(&used).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    // Stale at 14:39:50, due at 14:44:50: still there (listed as stale) just before.
+    w.until("2026-12-03T14:44:40Z", Duration::ZERO).await;
+    let usage = volcore::reclaim::Usage::read(w.kv.as_ref(), &Keys::default())
+        .await
+        .unwrap();
+    let idle = w.admin.get(&vref("r/idle")).await.unwrap().volume;
+    let st = usage
+        .stale(&idle, volcore::supervisor::Clock::now(&w.clock))
+        .unwrap();
+    assert_eq!(
+        st.due_at,
+        humantime::parse_rfc3339("2026-12-03T14:44:50Z").unwrap()
+    );
+    assert!(exists(&w, "r/idle").await);
+    w.until("2026-12-03T14:45:10Z", Duration::ZERO).await;
+    assert!(!exists(&w, "r/idle").await, "not reclaimed after its grace");
+    assert!(exists(&w, "r/busy").await, "reclaimed while mounted");
+    assert!(exists(&w, "r/recent").await, "reclaimed before its time");
+    assert!(
+        exists(&w, "rep/idle").await,
+        "a report-only policy removed a volume"
+    );
+    w.until("2026-12-03T14:53:10Z", Duration::ZERO).await;
+    assert!(!exists(&w, "r/recent").await);
+    assert!(exists(&w, "r/busy").await);
+    let st = n.sup.as_ref().unwrap().stats();
+    assert_eq!(
+        (st.reclaimed, st.reported, st.ephemeral_removed),
+        (2, 1, 1),
+        "{st:?}"
+    );
+    // Every reclamation is in the audit trail.
+    let audit = w.kv.list(&Keys::default().audit()).await.unwrap();
+    let methods: Vec<String> = audit
+        .iter()
+        .map(|e| e.decode::<volcore::audit::AuditEntry>().unwrap().method)
+        .collect();
+    assert_eq!(
+        methods.iter().filter(|m| *m == "RECLAIM").count(),
+        2,
+        "{methods:?}"
+    );
+    assert_eq!(
+        methods.iter().filter(|m| *m == "RECLAIM-REPORT").count(),
+        1,
+        "{methods:?}"
+    );
+    assert_eq!(
+        methods.iter().filter(|m| *m == "RECLAIM-EPHEMERAL").count(),
+        1,
+        "{methods:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_volume_mounted_between_the_sweep_and_its_removal_is_kept() {
+    let w = world().await;
+    w.admin
+        .upload_policy(
+            &PolicyName::new("r").unwrap(),
+            br#"{"backend":"local","create":{"size":"10MB"},"reclaim":{"unused":"1m","action":"remove","grace":"0s"}}"#,
+        )
+        .await
+        .unwrap();
+    w.create("r/a").await;
+    w.kv.put(
+        &Keys::default().host(&HostName::new("h").unwrap()),
+        b"{}".to_vec(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    w.until("2026-12-03T14:31:00Z", Duration::ZERO).await;
+    let n = w.node("sup-1").await;
+    // Right before the removal's lock transaction, host h mounts it (unlocked-style: a
+    // mount record only).
+    let kv = w.kv.clone();
+    n.kv.before(
+        1,
+        |c| c.writes("/locks/op/r/a"),
+        move || {
+            let kv = kv.clone();
+            Box::pin(async move {
+                let k = Keys::default().mount(&HostName::new("h").unwrap(), &vref("r/a"));
+                kv.put(&k, b"{}".to_vec(), Default::default())
+                    .await
+                    .unwrap();
+            })
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(exists(&w, "r/a").await, "removed while mounted");
+    assert_eq!(n.sup.as_ref().unwrap().stats().reclaimed, 0);
+    assert!(n.leading());
 }

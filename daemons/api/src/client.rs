@@ -411,6 +411,19 @@ impl Client {
         self.call(Method::GET, url, None, "volumes").await
     }
 
+    /// `GET /v1/stale-volumes[?policy=]`: volumes unused past their policy's reclaim
+    /// period.
+    pub async fn stale_volumes(
+        &self,
+        policy: Option<&PolicyName>,
+    ) -> Res<Vec<volcore::reclaim::StaleVolume>> {
+        let mut url = self.url(paths::STALE_VOLUMES, &[]);
+        if let Some(p) = policy {
+            url.query_pairs_mut().append_pair("policy", p.as_str());
+        }
+        self.call(Method::GET, url, None, "stale volumes").await
+    }
+
     /// `GET /v1/volumes/{policy}/{volume}`.
     pub async fn volume(&self, v: &VolumeRef) -> Res<VolumeInfo> {
         self.call(Method::GET, self.vurl(paths::VOLUME, v), None, "a volume")

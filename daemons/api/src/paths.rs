@@ -46,6 +46,8 @@ pub const VOLUME_RUNTIME: &str = "/v1/volumes/{policy}/{volume}/runtime";
 pub const VOLUME_SNAPSHOTS: &str = "/v1/volumes/{policy}/{volume}/snapshots";
 /// Ask the supervisor for a snapshot now.
 pub const VOLUME_SNAPSHOT_SIGNAL: &str = "/v1/volumes/{policy}/{volume}/snapshots/signal";
+/// Volumes unused past their policy's reclaim period, with when they go.
+pub const STALE_VOLUMES: &str = "/v1/stale-volumes";
 /// The supervisors: the leader, since when, and the standbys.
 pub const SUPERVISOR: &str = "/v1/supervisor";
 /// Copy a volume's snapshot.

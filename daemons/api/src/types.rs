@@ -134,25 +134,7 @@ pub struct RoleGrant {
     pub role: volcore::Role,
 }
 
-/// One audited request (`GET /v1/audit`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct AuditEntry {
-    /// When it was answered (RFC 3339, UTC, milliseconds).
-    pub time: String,
-    /// Who: `user:<CN>`, `the local admin` (no TLS), or `anonymous` (no certificate).
-    pub who: String,
-    /// Its groups.
-    pub groups: Vec<String>,
-    /// The HTTP method.
-    pub method: String,
-    /// The path and query.
-    pub path: String,
-    /// The HTTP status of the answer.
-    pub status: u16,
-    /// `ok`, `refused` (401/403) or `failed`.
-    pub outcome: String,
-}
+pub use volcore::audit::AuditEntry;
 
 /// `GET /healthz`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -516,6 +516,7 @@ pub fn supervisor(c: &Cluster, host: &str) -> SupervisorProc {
             &c.state.join("local").display().to_string(),
         ])
         .envs(ceph_env(&c.state, &format!("sup-{host}")))
+        .env("VOLSUPERVISOR_RECLAIM_EVERY", "500ms")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

@@ -188,6 +188,7 @@ const KEY_DIRS: &[&str] = &[
     "snapshot-signals",
     "schedules",
     "supervisors",
+    "used",
     "leader",
     "attempts",
     "auth",

@@ -217,7 +217,13 @@ enum VolumeCmd {
     /// Show a volume.
     Get { volume: String },
     /// List the volumes of one policy (short names), or all (policy/volume).
-    List { policy: Option<String> },
+    List {
+        policy: Option<String>,
+        /// Only volumes unused past their policy's reclaim period, with when the supervisor
+        /// removes (or reports) each.
+        #[arg(long)]
+        stale: bool,
+    },
     /// List every volume as policy/volume.
     ListAll,
     /// Remove a volume: its storage, then its record.
@@ -721,7 +727,33 @@ async fn volume(c: &Client, cmd: VolumeCmd, out: &Printer<'_>) -> Res<u8> {
             let v = parse_vref(&volume)?;
             println!("{}", pretty(&value(&c.volume(&v).await?)));
         }
-        VolumeCmd::List { policy } => {
+        VolumeCmd::List {
+            policy,
+            stale: true,
+        } => {
+            let p = policy.as_deref().map(policy_name).transpose()?;
+            let got = c.stale_volumes(p.as_ref()).await?;
+            out(&value(&got), &|_| {
+                let t = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+                for s in &got {
+                    let what = match s.action {
+                        volcore::policy::ReclaimAction::Remove => "removed",
+                        volcore::policy::ReclaimAction::Report => "reported",
+                    };
+                    println!(
+                        "{}  unused since {}  stale since {}  {what} at {}",
+                        s.volume,
+                        t(s.unused_since),
+                        t(s.stale_since),
+                        t(s.due_at)
+                    );
+                }
+            });
+        }
+        VolumeCmd::List {
+            policy,
+            stale: false,
+        } => {
             let p = policy.as_deref().map(policy_name).transpose()?;
             let got = value(&c.volumes(p.as_ref()).await?);
             out(&got, &|v| {

@@ -30,16 +30,7 @@ pub(crate) struct Audit {
     tx: mpsc::Sender<AuditEntry>,
 }
 
-/// The store id of the `seq`th entry of a batch stored at `at`: the time in milliseconds
-/// and the sequence (zero-padded, so ids sort by arrival), and a random suffix against
-/// another volmaster's batch of the same millisecond.
-fn entry_id(at: SystemTime, seq: usize) -> String {
-    let ms = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!("{ms:015}-{seq:03}-{:08x}", rand::random::<u32>())
-}
+use volcore::audit::entry_id;
 
 impl Audit {
     /// Starts the writer, keeping at most `keep` entries in the store.

@@ -68,6 +68,7 @@ pub(crate) const ACCESS: &[(&str, &str, Need)] = &[
         Need::Role(Role::Operator),
     ),
     ("get", paths::SUPERVISOR, Need::Role(Role::Reader)),
+    ("get", paths::STALE_VOLUMES, Need::Role(Role::Reader)),
     ("get", paths::LOCKS, Need::Role(Role::Reader)),
     ("get", paths::VOLUME_LOCKS, Need::Role(Role::Reader)),
     ("delete", paths::VOLUME_LOCKS, Need::Role(Role::Admin)),

@@ -83,6 +83,7 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(snapshots_list, snapshot_take))
         .routes(routes!(snapshot_signal))
         .routes(routes!(supervisor_status))
+        .routes(routes!(stale_volumes))
         .routes(routes!(volume_copy))
         .routes(routes!(locks_list))
         .routes(routes!(locks_get, locks_remove))
@@ -625,6 +626,36 @@ async fn volumes_list(
         None => need_admin(&who, "listing every volume (volume list-all)")?,
     }
     Ok(Json(s.engine()?.list(p.as_ref()).await?))
+}
+
+/// Volumes unused (no mount on any host) past their policy's `reclaim.unused`, all (admin)
+/// or of one policy, with when the supervisor removes or reports each.
+#[utoipa::path(
+    get,
+    path = paths::STALE_VOLUMES,
+    tag = "volumes",
+    params(VolumesQuery),
+    responses((status = 200, description = "Stale volumes", body = Vec<volcore::reclaim::StaleVolume>), E400_503)
+)]
+async fn stale_volumes(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Vec<volcore::reclaim::StaleVolume>>> {
+    let q = query(q)?;
+    let p = q.get("policy").map(|p| policy_name(p)).transpose()?;
+    match &p {
+        Some(p) => scope(&s, &who, p)?,
+        None => need_admin(&who, "listing every stale volume")?,
+    }
+    let engine = s.engine()?;
+    let (vols, usage) = tokio::try_join!(engine.list(p.as_ref()), async {
+        Ok(volcore::reclaim::Usage::read(s.kv.as_ref(), &s.keys).await?)
+    })?;
+    let now = std::time::SystemTime::now();
+    Ok(Json(
+        vols.iter().filter_map(|v| usage.stale(v, now)).collect(),
+    ))
 }
 
 /// One volume with its runtime options.

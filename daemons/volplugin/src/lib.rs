@@ -173,7 +173,10 @@ impl Plugin {
             },
             Request::Unmount { name, id } => match named(&name) {
                 Ok(v) => match r.mounts.unmount(&v, &id).await {
-                    Ok(()) => Response::Done,
+                    Ok(()) => {
+                        self.after_unmount(r, &v);
+                        Response::Done
+                    }
                     Err(e) => Response::Err(mount_error(&e)),
                 },
                 Err(e) => Response::Err(e),
@@ -192,6 +195,58 @@ impl Plugin {
                 Err(e) => Response::Err(e),
             },
         }
+    }
+
+    /// An ephemeral volume whose last user here left is removed (in the background, so
+    /// Docker's unmount is not held up) — if no host uses it any more, which the removal
+    /// re-checks in its lock transaction.
+    fn after_unmount(&self, r: &Ready, v: &VolumeRef) {
+        let ephemeral = r
+            .mounts
+            .catalog()
+            .get(v)
+            .is_some_and(|i| i.volume.ephemeral);
+        if !ephemeral || r.mounts.mounted(v).is_some() {
+            return;
+        }
+        let (engine, v) = (r.engine.clone(), v.clone());
+        tokio::spawn(async move {
+            let usage = match volcore::reclaim::Usage::read(engine.kv().as_ref(), engine.keys())
+                .await
+            {
+                Ok(u) => u,
+                Err(e) => {
+                    warn!(volume = %v, error = %e, "ephemeral volume not removed: cannot read who uses it; volsupervisor or volcli volume remove cleans it up");
+                    return;
+                }
+            };
+            let Some(vol) = engine
+                .kv()
+                .get(&engine.keys().volume(&v))
+                .await
+                .ok()
+                .flatten()
+            else {
+                return;
+            };
+            let Ok(vol) = vol.decode::<volcore::Volume>() else {
+                return;
+            };
+            if usage.unused_since(&vol).is_none() {
+                info!(volume = %v, "ephemeral volume still in use elsewhere; kept");
+                return;
+            }
+            let checks = usage.unused_checks(engine.keys(), &v);
+            match engine
+                .remove_checked(&v, Some(std::time::Duration::ZERO), checks, Vec::new())
+                .await
+            {
+                Ok(()) => info!(volume = %v, "ephemeral volume removed at its last unmount"),
+                Err(e) => {
+                    warn!(volume = %v, error = %e, "ephemeral volume not removed at its last unmount")
+                }
+            }
+        });
     }
 
     async fn remove(&self, r: &Ready, v: &VolumeRef) -> Response {

@@ -107,6 +107,7 @@ async fn main() -> Result<()> {
         prefix: Keys::DEFAULT_PREFIX.into(),
         host: host.clone(),
         concurrency: 16,
+        reclaim_every: std::time::Duration::from_secs(30),
     };
     let sv = volsupervisor::run(scfg, kv.clone(), drivers.clone(), async move {
         let _ = s3.recv().await;

@@ -24,6 +24,8 @@ pub struct Config {
     pub host: HostName,
     /// How many snapshots run at once.
     pub concurrency: usize,
+    /// How often stale and orphaned ephemeral volumes are looked for.
+    pub reclaim_every: Duration,
 }
 
 /// Runs until `shutdown` resolves; then resigns the lead (if it has it) and ends its
@@ -62,6 +64,7 @@ pub async fn run(
     let catalog = Arc::new(Catalog::start(kv.clone(), keys.clone()));
     let mut scfg = SupervisorConfig::new(cfg.host.clone(), volcore_daemon::version());
     scfg.concurrency = cfg.concurrency.max(1);
+    scfg.reclaim_every = cfg.reclaim_every;
     let sup = Supervisor::start(engine, catalog, keeper.subscribe(), scfg);
     // Tests and scripts read this line: keep it as it is.
     println!("volsupervisor started as {}", sup.instance());

@@ -19,8 +19,20 @@ struct Args {
     /// How many snapshots run at once.
     #[arg(long, env = "VOLSUPERVISOR_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
+    /// How often unused (stale) and orphaned ephemeral volumes are looked for (e.g. 30s,
+    /// 5m).
+    #[arg(long, env = "VOLSUPERVISOR_RECLAIM_EVERY", default_value = "30s", value_parser = duration)]
+    reclaim_every: std::time::Duration,
     #[command(flatten)]
     drivers: DriverArgs,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = volcore::size::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(86_400) {
+        return Err(format!("{s:?} is outside 100ms to 24h"));
+    }
+    Ok(d)
 }
 
 #[tokio::main]
@@ -39,6 +51,7 @@ async fn main() -> Result<()> {
         prefix: args.store.prefix,
         host,
         concurrency: args.concurrency,
+        reclaim_every: args.reclaim_every,
     };
     volsupervisor::run(cfg, kv, drivers, volcore_daemon::shutdown_signal()).await
 }

@@ -295,30 +295,48 @@ impl Volumes {
         if force {
             return self.remove_forced(vref).await;
         }
+        self.remove_checked(vref, timeout, Vec::new(), Vec::new())
+            .await
+    }
+
+    /// [`Volumes::remove`] (not forced) with `checks` added to its lock transaction (one
+    /// that fails is [`EngineError::Fenced`] and nothing is done) and `also` to the
+    /// transaction that deletes the record: how the supervisor reclaims a volume only if
+    /// it is still unused, and drops a dead host's mount record with it.
+    pub async fn remove_checked(
+        &self,
+        vref: &VolumeRef,
+        timeout: Option<Duration>,
+        checks: Vec<TxnOp>,
+        also: Vec<TxnOp>,
+    ) -> Result<(), EngineError> {
         let lease = self.lease()?;
         let wait = timeout.unwrap_or_else(|| self.timeout());
         // The record is read in the transaction that takes the locks: one round trip to
         // lock and read, one to delete. Gone (now or while we waited): not found.
-        let checks = [TxnOp::Read {
-            key: self.keys.volume(vref),
+        let vkey = self.keys.volume(vref);
+        let mut all = vec![TxnOp::Read {
+            key: vkey.clone(),
             pre: Precondition::Present,
         }];
+        all.extend(checks);
         let (held, reads) = match self
             .op()
-            .acquire_reading(&self.both(vref, LockReason::Remove), &lease, wait, &checks)
+            .acquire_reading(&self.both(vref, LockReason::Remove), &lease, wait, &all)
             .await
         {
             Ok(r) => r,
-            Err(LockError::CheckFailed { .. }) => {
+            Err(LockError::CheckFailed { key }) if key == vkey => {
                 return Err(EngineError::VolumeNotFound {
                     volume: vref.clone(),
                 })
             }
+            Err(LockError::CheckFailed { key }) => return Err(EngineError::Fenced { key }),
             Err(e) => return Err(e.into()),
         };
         let result = match reads.into_iter().next().flatten() {
             Some(entry) => match decode::<Volume>(&entry) {
-                Ok(volume) => self.remove_locked(vref, &volume, &entry, &held).await,
+                Ok(volume) => self.remove_locked(vref, &volume, &entry, &held, also).await,
                 Err(e) => Err(e),
             },
             None => Err(EngineError::VolumeNotFound {
@@ -337,6 +355,7 @@ impl Volumes {
         volume: &Volume,
         entry: &Entry,
         held: &[HeldLock],
+        also: Vec<TxnOp>,
     ) -> Result<(), EngineError> {
         crate::crash::point("remove.after-lock");
         if let Some(b) = volume.backends.crud {
@@ -374,7 +393,13 @@ impl Volumes {
                     key: self.keys.snapshot_signal(vref),
                     pre: Precondition::Any,
                 },
-            ],
+                TxnOp::Delete {
+                    key: self.keys.last_used(vref),
+                    pre: Precondition::Any,
+                },
+            ]
+            .into_iter()
+            .chain(also),
         );
         // The storage is gone now: keep trying to drop the record (an unanswered attempt
         // may have applied; then the next one meets no locks and no record).
@@ -443,6 +468,10 @@ impl Volumes {
             },
             TxnOp::Delete {
                 key: self.keys.snapshot_signal(vref),
+                pre: Precondition::Any,
+            },
+            TxnOp::Delete {
+                key: self.keys.last_used(vref),
                 pre: Precondition::Any,
             },
         ];

@@ -631,11 +631,23 @@ impl HostMounts {
             key: self.record_key(v),
             pre: Precondition::Any,
         };
+        // When it was last used, for reclamation (in the same transaction: no round trip).
+        let used = TxnOp::Put {
+            key: self.inner.keys.last_used(v),
+            value: serde_json::to_vec(&crate::reclaim::LastUsed {
+                at: std::time::SystemTime::now(),
+                host: self.inner.cfg.host.clone(),
+            })
+            .unwrap_or_default(),
+            pre: Precondition::Any,
+            lease: None,
+        };
         let Some(h) = held else {
-            return self.inner.kv.txn(vec![rec]).await.map(|_| ());
+            return self.inner.kv.txn(vec![rec, used]).await.map(|_| ());
         };
         let ops = vec![
             rec.clone(),
+            used.clone(),
             TxnOp::Delete {
                 key: h.key.clone(),
                 pre: Precondition::CreateRevision(h.token),
@@ -645,7 +657,7 @@ impl HostMounts {
             Ok(_) => Ok(()),
             Err(KvError::Conflict { .. }) => {
                 debug!(volume = %v, "the lock was no longer ours; deleting the record only");
-                self.inner.kv.txn(vec![rec]).await.map(|_| ())
+                self.inner.kv.txn(vec![rec, used]).await.map(|_| ())
             }
             Err(e) => Err(e),
         }

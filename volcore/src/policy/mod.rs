@@ -32,6 +32,8 @@ use backend::{BackendsDoc, KNOWN_BACKENDS};
 pub use mkfs::{
     MkfsAllowlist, MkfsTemplate, DEFAULT_FILESYSTEM, DEFAULT_MKFS, DEFAULT_MKFS_PROGRAMS,
 };
+mod reclaim;
+pub use reclaim::{Reclaim, ReclaimAction};
 pub use runtime::{Frequency, RateLimit, RuntimeOptions, SnapshotConfig, SnapshotTier};
 
 /// Why a policy, runtime document, volume option or global configuration was rejected.
@@ -222,6 +224,12 @@ pub struct Policy {
     pub filesystems: BTreeMap<String, MkfsTemplate>,
     /// Runtime options new volumes start with.
     pub runtime: RuntimeOptions,
+    /// When unused volumes are reclaimed (none: never).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub reclaim: Option<Reclaim>,
+    /// Volumes are removed when their last user unmounts, and by the supervisor when the
+    /// host that had them mounted is gone.
+    pub ephemeral: bool,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default)]
@@ -260,6 +268,10 @@ struct PolicyDoc {
     filesystems: Option<BTreeMap<String, String>>,
     #[serde(default)]
     runtime: RuntimeOptions,
+    #[serde(default)]
+    reclaim: Option<Reclaim>,
+    #[serde(default)]
+    ephemeral: bool,
 }
 
 /// Ceph pool names and similar driver identifiers: letters, digits, `.`, `_`, `-`.
@@ -362,6 +374,8 @@ impl Policy {
             create: CreateSpec { size, filesystem },
             filesystems,
             runtime: doc.runtime,
+            reclaim: doc.reclaim,
+            ephemeral: doc.ephemeral,
         };
         p.validate()?;
         Ok(p)
@@ -462,6 +476,10 @@ impl Serialize for Policy {
             create: &'a CreateSpec,
             filesystems: &'a BTreeMap<String, MkfsTemplate>,
             runtime: &'a RuntimeOptions,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reclaim: Option<Reclaim>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            ephemeral: bool,
         }
         Out {
             name: &self.name,
@@ -472,6 +490,8 @@ impl Serialize for Policy {
             create: &self.create,
             filesystems: &self.filesystems,
             runtime: &self.runtime,
+            reclaim: self.reclaim,
+            ephemeral: self.ephemeral,
         }
         .serialize(s)
     }

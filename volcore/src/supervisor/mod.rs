@@ -18,8 +18,14 @@
 //! - **Signals**: `snapshot-signals/<p>/<v>` (written by volmaster when the runtime says
 //!   `signal: true`) asks for a snapshot now; it is deleted with the snapshot's release.
 //! - A failed snapshot is logged, counted, and retried at the next slot.
+//! - **Reclamation** ([`crate::reclaim`]): every `reclaim_every`, stale volumes whose
+//!   grace is over are removed (or reported), and ephemeral volumes whose hosts are gone
+//!   are removed with those hosts' mount records — each removal re-checking, in its lock
+//!   transaction, that the volume is still unused (or its hosts still gone). Every one is
+//!   logged and audited.
 
 mod leader;
+mod reclaim;
 mod tenure;
 
 use std::sync::{Arc, Mutex};
@@ -140,6 +146,12 @@ pub struct SupervisorStats {
     pub skipped_removed: u64,
     /// Times this supervisor took the lead.
     pub terms: u64,
+    /// Unused volumes removed (policy `reclaim`, action `remove`).
+    pub reclaimed: u64,
+    /// Unused volumes reported (action `report`).
+    pub reported: u64,
+    /// Ephemeral volumes removed because their host was gone.
+    pub ephemeral_removed: u64,
     /// The most recent slots (newest last, at most 16).
     pub slots: Vec<SlotStats>,
 }
@@ -155,6 +167,8 @@ pub struct SupervisorConfig {
     pub concurrency: usize,
     /// The wall clock slots come from.
     pub clock: Arc<dyn Clock>,
+    /// How often stale and orphaned ephemeral volumes are looked for.
+    pub reclaim_every: Duration,
 }
 
 impl SupervisorConfig {
@@ -165,6 +179,7 @@ impl SupervisorConfig {
             version: version.into(),
             concurrency: 64,
             clock: Arc::new(SystemClock),
+            reclaim_every: Duration::from_secs(30),
         }
     }
 }

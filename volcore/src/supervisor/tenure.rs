@@ -81,6 +81,9 @@ pub(super) async fn run(sh: Arc<Shared>, token: Revision) {
     sh.catalog.wait_ready().await;
     t.load_schedules().await;
     let mut signal_watch: Option<WatchStream> = None;
+    let mut reported: BTreeSet<VolumeRef> = BTreeSet::new();
+    let mut sweep: Option<BoxFuture<'static, super::reclaim::Swept>> = None;
+    let mut sweep_due = tokio::time::Instant::now();
     let mut running: FuturesUnordered<BoxFuture<'static, Done>> = FuturesUnordered::new();
     let mut dirty = true;
     // When the next slot of any volume starts (from the last scan).
@@ -102,8 +105,26 @@ pub(super) async fn run(sh: Arc<Shared>, token: Revision) {
             };
             running.push(t.start(job));
         }
-        let nap = wake.duration_since(sh.cfg.clock.now()).unwrap_or_default();
+        if sweep.is_none() && tokio::time::Instant::now() >= sweep_due {
+            let (sh2, fence, rep) = (sh.clone(), t.fence.clone(), reported.clone());
+            sweep = Some(Box::pin(async move {
+                super::reclaim::sweep(&sh2, fence, rep).await
+            }));
+            sweep_due = tokio::time::Instant::now() + sh.cfg.reclaim_every;
+        }
+        let nap = wake
+            .duration_since(sh.cfg.clock.now())
+            .unwrap_or_default()
+            .min(sweep_due.saturating_duration_since(tokio::time::Instant::now()));
         tokio::select! {
+            Some(swept) = futures::future::OptionFuture::from(sweep.as_mut()), if sweep.is_some() => {
+                sweep = None;
+                if swept.fenced {
+                    warn!("a reclamation found this supervisor deposed; ending the term");
+                    return;
+                }
+                reported.extend(swept.reported);
+            }
             Some((job, started, res)) = running.next(), if !running.is_empty() => {
                 if t.finish(job, started, res).await.is_err() {
                     return;
