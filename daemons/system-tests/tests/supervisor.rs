@@ -240,3 +240,159 @@ fn signals_and_snapshot_run_with_pre_and_post_commands() {
     }
     assert_eq!(snaps(&c, "sig/a"), [taken]);
 }
+
+fn volume_exists(c: &Cluster, v: &str) -> bool {
+    match volcli(c, &["volume", "get", v], None).0 {
+        0 => true,
+        3 => false,
+        other => panic!("volume get {v}: exit {other}"),
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn reclamation_after_the_unused_period_never_while_mounted_and_ephemeral_cleanup() {
+    let c = cluster(TTL as u32);
+    Out::of(volcli(
+        &c,
+        &["policy", "upload", "rec"],
+        Some(r#"{"backend":"local","create":{"size":"32MiB"},"reclaim":{"unused":"3s","action":"remove","grace":"2s"}}"#),
+    ))
+    .ok();
+    Out::of(volcli(&c, &["volume", "create", "rec/idle"], None)).ok();
+    Out::of(volcli(&c, &["volume", "create", "rec/used"], None)).ok();
+    Out::of(volcli(
+        &c,
+        &[
+            "volume",
+            "create",
+            "policy1/eph1",
+            "--opt",
+            "ephemeral=true",
+        ],
+        None,
+    ))
+    .ok();
+    Out::of(volcli(
+        &c,
+        &[
+            "volume",
+            "create",
+            "policy1/eph2",
+            "--opt",
+            "ephemeral=true",
+        ],
+        None,
+    ))
+    .ok();
+    let sockets = tmp("sockets");
+    std::fs::create_dir_all(&sockets).unwrap();
+    let p = plugin(&c, "recp", "host-a", &sockets);
+    let mount = |sock: &std::path::Path, v: &str, id: &str| {
+        let r = socket_call(
+            sock,
+            "VolumeDriver.Mount",
+            serde_json::json!({"Name": v, "ID": id}),
+        );
+        assert_eq!(r["Err"].as_str().unwrap_or(""), "", "{r}");
+    };
+    mount(&p.sock, "rec/used", "ctr-1");
+    mount(&p.sock, "policy1/eph1", "ctr-2");
+    let _sup = supervisor(&c, "sup-r");
+    // Listed as stale with when it goes, then removed; the mounted one stays.
+    wait_until("rec/idle listed as stale", Duration::from_secs(10), || {
+        let (_, out, _) = volcli(&c, &["--json", "volume", "list", "rec", "--stale"], None);
+        out.contains("rec/idle")
+    });
+    let stale = Out::of(volcli(&c, &["volume", "list", "rec", "--stale"], None)).ok();
+    assert!(
+        stale.stdout.contains("rec/idle") && stale.stdout.contains("removed at"),
+        "{}",
+        stale.stdout
+    );
+    assert!(!stale.stdout.contains("rec/used"), "{}", stale.stdout);
+    wait_until("rec/idle reclaimed", Duration::from_secs(10), || {
+        !volume_exists(&c, "rec/idle")
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(volume_exists(&c, "rec/used"), "reclaimed while mounted");
+    // Unmounted: reclaimed once unused + grace have passed since the unmount.
+    let r = socket_call(
+        &p.sock,
+        "VolumeDriver.Unmount",
+        serde_json::json!({"Name": "rec/used", "ID": "ctr-1"}),
+    );
+    assert_eq!(r["Err"].as_str().unwrap_or(""), "", "{r}");
+    let unmounted = Instant::now();
+    wait_until("rec/used reclaimed", Duration::from_secs(12), || {
+        !volume_exists(&c, "rec/used")
+    });
+    assert!(
+        unmounted.elapsed() >= Duration::from_secs(4),
+        "reclaimed {:?} after its unmount",
+        unmounted.elapsed()
+    );
+    // Ephemeral: removed at its last unmount.
+    mount(&p.sock, "policy1/eph2", "ctr-3");
+    let r = socket_call(
+        &p.sock,
+        "VolumeDriver.Unmount",
+        serde_json::json!({"Name": "policy1/eph2", "ID": "ctr-3"}),
+    );
+    assert_eq!(r["Err"].as_str().unwrap_or(""), "", "{r}");
+    wait_until(
+        "policy1/eph2 removed at its last unmount",
+        Duration::from_secs(5),
+        || !volume_exists(&c, "policy1/eph2"),
+    );
+    // Ephemeral, host dies (kill -9; its mounts go with the machine): the supervisor
+    // removes it once the host's record is gone.
+    let mp = c.state.join("mnt/policy1/eph1");
+    let mut p = p;
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+    let st = std::process::Command::new("umount")
+        .arg(&mp)
+        .status()
+        .unwrap();
+    assert!(st.success(), "umount {}", mp.display());
+    assert!(volume_exists(&c, "policy1/eph1"));
+    wait_until(
+        "policy1/eph1 removed after its host died",
+        Duration::from_secs(TTL + 8),
+        || !volume_exists(&c, "policy1/eph1"),
+    );
+    // Every reclamation is audited.
+    let audit = Out::of(volcli(&c, &["--json", "audit", "list"], None))
+        .ok()
+        .json();
+    let methods: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["method"].as_str())
+        .collect();
+    assert_eq!(
+        methods.iter().filter(|m| **m == "RECLAIM").count(),
+        2,
+        "{methods:?}"
+    );
+    assert_eq!(
+        methods
+            .iter()
+            .filter(|m| **m == "RECLAIM-EPHEMERAL")
+            .count(),
+        1,
+        "{methods:?}"
+    );
+    // Nothing left behind.
+    let check = Out::of(volcli(&c, &["--json", "check"], None));
+    assert_eq!(check.code, 0, "{}", check.stdout);
+}
