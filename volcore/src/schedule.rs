@@ -41,7 +41,7 @@ pub fn next_slot(now: SystemTime, every: Duration) -> SystemTime {
 
 /// Whether `t` falls on a boundary of `every` (a tier's).
 pub fn on_boundary(t: SystemTime, every: Duration) -> bool {
-    unix_millis(t) % every_millis(every) == 0
+    unix_millis(t).is_multiple_of(every_millis(every))
 }
 
 /// The name of a snapshot taken at `t`: `snap-YYYYMMDD-HHMMSS`, with `-mmm` when `t` is not
@@ -52,7 +52,7 @@ pub fn snapshot_name(t: SystemTime) -> SnapshotName {
     let digits: String = s.chars().filter(char::is_ascii_digit).collect();
     // digits = YYYYMMDDHHMMSSmmm
     let name = match (digits.get(..8), digits.get(8..14), digits.get(14..17)) {
-        (Some(day), Some(time), _) if ms % 1000 == 0 => format!("snap-{day}-{time}"),
+        (Some(day), Some(time), _) if ms.is_multiple_of(1000) => format!("snap-{day}-{time}"),
         (Some(day), Some(time), Some(milli)) => format!("snap-{day}-{time}-{milli}"),
         _ => format!("snap-{digits}"),
     };

@@ -90,9 +90,12 @@ async fn main() -> Result<()> {
     let cfg = SupervisorConfig::new(HostName::new("supbench")?, "bench");
     let sup = Supervisor::start(engine.clone(), catalog, keeper.subscribe(), cfg);
     let mut role = sup.role();
-    tokio::time::timeout(Duration::from_secs(10), role.wait_for(|r| matches!(r, Role::Leader { .. })))
-        .await
-        .context("the supervisor did not lead")??;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        role.wait_for(|r| matches!(r, Role::Leader { .. })),
+    )
+    .await
+    .context("the supervisor did not lead")??;
     // The first slot after start may be taken late (the volumes' creation slot is due at
     // once): measure the next `slots` full slots.
     let mut slot = next_slot(SystemTime::now(), Duration::from_secs(60));
@@ -114,7 +117,10 @@ async fn main() -> Result<()> {
                 }
             }
             if Instant::now() > deadline {
-                bail!("slot {slot_ms}: only {:?} of {n} snapshots after 55 s", st.slots.last());
+                bail!(
+                    "slot {slot_ms}: only {:?} of {n} snapshots after 55 s",
+                    st.slots.last()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };

@@ -116,7 +116,7 @@ fn standby_takes_over_after_kill_9_without_skipping_or_doubling_a_slot() {
         got.iter().all(|s| volcore::schedule::snapshot_time(
             &volcore::SnapshotName::new(s).unwrap()
         )
-        .is_some_and(|t| volcore::schedule::unix_millis(t) % (EVERY * 1000) == 0)),
+        .is_some_and(|t| volcore::schedule::unix_millis(t).is_multiple_of(EVERY * 1000))),
         "{got:?}"
     );
     let st = Out::of(volcli(&c, &["--json", "supervisor", "status"], None))

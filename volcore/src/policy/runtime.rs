@@ -183,7 +183,7 @@ impl SnapshotConfig {
             }
             if let Some(f) = &self.frequency {
                 let (base, every) = (f.every().as_millis(), t.every.every().as_millis());
-                if base == 0 || every % base != 0 {
+                if base == 0 || !every.is_multiple_of(base) {
                     return bad(format!(
                         "snapshot.tiers.{name}.every {:?} is not a multiple of snapshot.frequency {:?}, so no snapshot would ever fall on its boundary",
                         t.every.as_str(),
