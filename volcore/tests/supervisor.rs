@@ -712,3 +712,42 @@ async fn a_volume_mounted_between_the_sweep_and_its_removal_is_kept() {
     assert_eq!(n.sup.as_ref().unwrap().stats().reclaimed, 0);
     assert!(n.leading());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_supervisor_killed_mid_snapshot_leaves_no_lock_past_its_lease() {
+    let w = world().await;
+    w.create("p/a").await;
+    let mut a = w.node("sup-a").await;
+    tokio::time::sleep(S).await;
+    let b = w.node("sup-b").await;
+    // The leader's snapshot of the 14:30 slot hangs in the driver, holding the op lock.
+    w.fake.inject(Step::Snapshot, Fault::Hang);
+    w.until("2026-12-03T14:30:00Z", S).await;
+    let op = Keys::default().lock(volcore::LockKind::Op, &vref("p/a"));
+    let held =
+        w.kv.get(&op)
+            .await
+            .unwrap()
+            .expect("the snapshot holds the op lock");
+    a.kill();
+    w.fake.heal();
+    let killed = tokio::time::Instant::now();
+    // Gone (or already the standby's own).
+    while w
+        .kv
+        .get(&op)
+        .await
+        .unwrap()
+        .is_some_and(|e| e.create_rev == held.create_rev)
+    {
+        assert!(
+            killed.elapsed() <= TTL + S,
+            "the killed supervisor's lock outlived its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The standby, leading now, takes the slot the dead leader could not finish.
+    w.until("2026-12-03T14:30:00Z", TTL + 2 * S).await;
+    assert!(b.leading());
+    assert_eq!(w.snaps("p/a").await, ["snap-20261203-143000"]);
+}
