@@ -57,6 +57,20 @@ struct State {
     runtime: BTreeMap<VolumeRef, RuntimeOptions>,
 }
 
+impl State {
+    fn entry(&self, v: &VolumeRef, vol: &Arc<Volume>) -> CatalogEntry {
+        CatalogEntry {
+            volume: vol.clone(),
+            created: self.created.get(v).copied().unwrap_or_default(),
+            runtime: self
+                .runtime
+                .get(v)
+                .cloned()
+                .unwrap_or_else(|| vol.runtime.clone()),
+        }
+    }
+}
+
 struct Shared {
     state: RwLock<State>,
     ready: watch::Sender<bool>,
@@ -176,36 +190,12 @@ impl Catalog {
 
     /// One volume with its record's create revision and runtime options in force.
     pub fn entry(&self, v: &VolumeRef) -> Option<CatalogEntry> {
-        self.read(|st| {
-            let vol = st.volumes.get(v)?;
-            Some(CatalogEntry {
-                volume: vol.clone(),
-                created: st.created.get(v).copied().unwrap_or_default(),
-                runtime: st
-                    .runtime
-                    .get(v)
-                    .cloned()
-                    .unwrap_or_else(|| vol.runtime.clone()),
-            })
-        })
+        self.read(|st| Some(st.entry(v, st.volumes.get(v)?)))
     }
 
     /// Every volume with its record's create revision and the runtime options in force.
     pub fn entries(&self) -> Vec<CatalogEntry> {
-        self.read(|st| {
-            st.volumes
-                .iter()
-                .map(|(v, vol)| CatalogEntry {
-                    volume: vol.clone(),
-                    created: st.created.get(v).copied().unwrap_or_default(),
-                    runtime: st
-                        .runtime
-                        .get(v)
-                        .cloned()
-                        .unwrap_or_else(|| vol.runtime.clone()),
-                })
-                .collect()
-        })
+        self.read(|st| st.volumes.iter().map(|(v, vol)| st.entry(v, vol)).collect())
     }
 }
 

@@ -372,33 +372,12 @@ impl Volumes {
         }
         let ops = fenced(
             held,
-            [
-                TxnOp::Delete {
-                    key: entry.key.clone(),
-                    pre: Precondition::Revision(entry.mod_rev),
-                },
-                TxnOp::Delete {
-                    key: self.keys.runtime(vref),
-                    pre: Precondition::Any,
-                },
-                TxnOp::Delete {
-                    key: self.keys.epoch(vref),
-                    pre: Precondition::Any,
-                },
-                TxnOp::Delete {
-                    key: self.keys.schedule(vref),
-                    pre: Precondition::Any,
-                },
-                TxnOp::Delete {
-                    key: self.keys.snapshot_signal(vref),
-                    pre: Precondition::Any,
-                },
-                TxnOp::Delete {
-                    key: self.keys.last_used(vref),
-                    pre: Precondition::Any,
-                },
-            ]
+            [TxnOp::Delete {
+                key: entry.key.clone(),
+                pre: Precondition::Revision(entry.mod_rev),
+            }]
             .into_iter()
+            .chain(self.side_keys(vref))
             .chain(also),
         );
         // The storage is gone now: keep trying to drop the record (an unanswered attempt
@@ -430,6 +409,24 @@ impl Volumes {
         Ok(())
     }
 
+    /// Deletes of the keys a volume has besides its record and locks (runtime, epoch,
+    /// slot record, signal, last use): they go with the record.
+    fn side_keys(&self, vref: &VolumeRef) -> Vec<TxnOp> {
+        [
+            self.keys.runtime(vref),
+            self.keys.epoch(vref),
+            self.keys.schedule(vref),
+            self.keys.snapshot_signal(vref),
+            self.keys.last_used(vref),
+        ]
+        .into_iter()
+        .map(|key| TxnOp::Delete {
+            key,
+            pre: Precondition::Any,
+        })
+        .collect()
+    }
+
     pub(super) async fn remove_forced(&self, vref: &VolumeRef) -> Result<(), EngineError> {
         let (volume, entry) = self.record(vref).await?;
         if let Some(b) = volume.backends.crud {
@@ -447,10 +444,6 @@ impl Volumes {
                 pre: Precondition::Any,
             },
             TxnOp::Delete {
-                key: self.keys.runtime(vref),
-                pre: Precondition::Any,
-            },
-            TxnOp::Delete {
                 key: self.keys.lock(LockKind::Mount, vref),
                 pre: Precondition::Any,
             },
@@ -458,23 +451,10 @@ impl Volumes {
                 key: self.keys.lock(LockKind::Op, vref),
                 pre: Precondition::Any,
             },
-            TxnOp::Delete {
-                key: self.keys.epoch(vref),
-                pre: Precondition::Any,
-            },
-            TxnOp::Delete {
-                key: self.keys.schedule(vref),
-                pre: Precondition::Any,
-            },
-            TxnOp::Delete {
-                key: self.keys.snapshot_signal(vref),
-                pre: Precondition::Any,
-            },
-            TxnOp::Delete {
-                key: self.keys.last_used(vref),
-                pre: Precondition::Any,
-            },
-        ];
+        ]
+        .into_iter()
+        .chain(self.side_keys(vref))
+        .collect();
         self.kv.txn(ops).await?;
         warn!("volume force-removed (storage, record and locks)");
         Ok(())
