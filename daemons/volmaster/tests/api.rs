@@ -94,7 +94,7 @@ fn every_operation_declares_its_role() {
             }
         }
     }
-    assert_eq!(seen, 42);
+    assert_eq!(seen, 43);
     assert_eq!(doc["paths"]["/v1/global"]["put"]["x-volcore-role"], "admin");
     assert_eq!(
         doc["paths"]["/v1/volumes"]["post"]["x-volcore-role"],
@@ -140,7 +140,7 @@ async fn every_documented_operation_is_routed() {
             );
         }
     }
-    assert_eq!(ops, 41, "every operation but the watch");
+    assert_eq!(ops, 42, "every operation but the watch");
 }
 
 /// Every request and response body has a real schema (no bare `{"type":"object"}`),

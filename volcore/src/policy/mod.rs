@@ -478,7 +478,6 @@ impl Serialize for Policy {
             runtime: &'a RuntimeOptions,
             #[serde(skip_serializing_if = "Option::is_none")]
             reclaim: Option<Reclaim>,
-            #[serde(skip_serializing_if = "std::ops::Not::not")]
             ephemeral: bool,
         }
         Out {
