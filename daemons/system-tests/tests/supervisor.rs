@@ -54,7 +54,7 @@ fn leader(st: &Value) -> Option<&str> {
 }
 
 #[test]
-fn standby_takes_over_after_kill_9_without_skipping_or_doubling_a_slot() {
+fn standby_takes_over_after_kill_9_taking_every_slot_once() {
     let c = cluster(TTL as u32);
     Out::of(volcli(
         &c,
