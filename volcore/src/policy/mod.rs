@@ -259,7 +259,7 @@ struct PolicyDoc {
     #[serde(default)]
     driver: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    unlocked: bool,
+    unlocked: Option<bool>,
     #[serde(default, rename = "destroy-on-remove")]
     destroy_on_remove: bool,
     #[serde(default)]
@@ -365,11 +365,13 @@ impl Policy {
             None | Some("") => DEFAULT_FILESYSTEM.to_owned(),
             Some(f) => f.to_owned(),
         };
+        // NFS exports are shared by nature: unlocked unless the policy says otherwise.
+        let unlocked = doc.unlocked.unwrap_or(backends.mount == BackendKind::Nfs);
         let p = Self {
             name,
             backends,
             driver: doc.driver.unwrap_or_default(),
-            unlocked: doc.unlocked,
+            unlocked,
             destroy_on_remove: doc.destroy_on_remove,
             create: CreateSpec { size, filesystem },
             filesystems,
@@ -625,6 +627,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `frequncy`"), "{e}");
+    }
+
+    #[test]
+    fn nfs_is_unlocked_unless_said_otherwise() {
+        assert!(parse(r#"{"backend":"nfs"}"#).unwrap().unlocked);
+        assert!(
+            !parse(r#"{"backend":"nfs","unlocked":false}"#)
+                .unwrap()
+                .unlocked
+        );
+        assert!(
+            !parse(r#"{"backend":"local","create":{"size":"10MB"}}"#)
+                .unwrap()
+                .unlocked
+        );
     }
 
     #[test]
