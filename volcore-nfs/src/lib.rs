@@ -123,7 +123,7 @@ impl NfsDriver {
                 spec.volume
             ))
         })?;
-        let plan = MountPlan::new(source, &spec.params)?;
+        let plan = MountPlan::new(source, &spec.params).map_err(DriverError::Invalid)?;
         if !plan.needs_clientaddr {
             return Ok(plan);
         }

@@ -197,16 +197,11 @@ fn apply_option(
         "rate-limit.read.iops" => p.runtime.rate_limit.read_iops = parse_u64(key, value)?,
         "rate-limit.write.iops" => p.runtime.rate_limit.write_iops = parse_u64(key, value)?,
         "mount" => {
-            let ok = value.contains(":/")
-                && !value.starts_with(':')
-                && value
-                    .chars()
-                    .all(|c| !c.is_whitespace() && !c.is_control() && c != ',');
-            if !ok {
+            if let Err(why) = crate::policy::nfs::Source::parse(value) {
                 return Err(PolicyError::BadOption {
                     key: key.into(),
                     value: value.into(),
-                    expected: "expected an NFS export as host:/path".into(),
+                    expected: why,
                 });
             }
             *mount = Some(value.to_owned());

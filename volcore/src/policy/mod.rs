@@ -32,6 +32,7 @@ use backend::{BackendsDoc, KNOWN_BACKENDS};
 pub use mkfs::{
     MkfsAllowlist, MkfsTemplate, DEFAULT_FILESYSTEM, DEFAULT_MKFS, DEFAULT_MKFS_PROGRAMS,
 };
+pub mod nfs;
 mod reclaim;
 pub use reclaim::{Reclaim, ReclaimAction};
 pub use runtime::{Frequency, RateLimit, RuntimeOptions, SnapshotConfig, SnapshotTier};
@@ -442,6 +443,14 @@ impl Policy {
                 });
             }
         }
+        if self.backends.mount == BackendKind::Nfs {
+            nfs::MountPlan::check_params(&self.driver).map_err(|problem| {
+                PolicyError::DriverParam {
+                    key: "options".into(),
+                    problem,
+                }
+            })?;
+        }
         if self.backends.mount == BackendKind::Ceph {
             match self.driver.get("pool") {
                 None => {
@@ -642,6 +651,31 @@ mod tests {
                 .unwrap()
                 .unlocked
         );
+    }
+
+    #[test]
+    fn nfs_mount_options_are_checked_at_upload() {
+        for (json, want) in [
+            (
+                r#"{"backend":"nfs","driver":{"options":"foo=bar=baz"}}"#,
+                "is not key or key=value",
+            ),
+            (
+                r#"{"backend":"nfs","driver":{"nfsvers":"5"}}"#,
+                "not an NFS version",
+            ),
+            (
+                r#"{"backend":"nfs","driver":{"sec":"sys,exec"}}"#,
+                "may hold only",
+            ),
+        ] {
+            let e = parse(json).unwrap_err().to_string();
+            assert!(
+                e.contains("driver.options") && e.contains(want),
+                "{json}: {e}"
+            );
+        }
+        parse(r#"{"backend":"nfs","driver":{"options":"nfsvers=4,sync","timeo":"600"}}"#).unwrap();
     }
 
     #[test]
