@@ -389,7 +389,7 @@ impl Term {
                 self.sh.stats(|s| s.signals += 1);
             }
             (
-                Job::Signal { rec, .. },
+                Job::Signal { .. },
                 Err(
                     EngineError::VolumeNotFound { .. }
                     | EngineError::BadRequest(_)
@@ -409,7 +409,6 @@ impl Term {
                     ])
                     .await;
                 self.signals.remove(&v);
-                let _ = rec;
             }
             (Job::Signal { .. }, Err(e)) => {
                 warn!(volume = %v, error = %e, "signalled snapshot failed; trying again shortly");
