@@ -6,7 +6,7 @@
 //! default (several hosts mount them at once); the plugin refcounts them through
 //! `HostMounts` like any other.
 //!
-//! A mount found stale or hung (a bounded `stat`, [`NfsDriver::probe`]) is detached
+//! A mount found stale or hung (a bounded `stat`, [`NfsDriver::health`]) is detached
 //! lazily and mounted afresh; an unmount that times out falls back to a lazy, forced one.
 //!
 //! Not built yet: provisioning sub-directories on the server (volumes are mount-only:
@@ -86,7 +86,7 @@ impl NfsDriver {
 
     /// Looks at a mounted export with a bounded `stat` (run as a command, so a hung NFS
     /// call holds a child process, not one of this daemon's threads).
-    pub async fn probe(&self, at: &Path) -> Probe {
+    pub async fn health(&self, at: &Path) -> Probe {
         let cmd = Cmd::new(
             "stat",
             ["--format=%i".to_owned(), at.display().to_string()],
@@ -229,7 +229,7 @@ impl MountDriver for NfsDriver {
         if self.nfs_mounts()?.iter().any(|m| m.mount_point == at) {
             // Mounted already: keep it if it answers; a stale or hung one is detached and
             // mounted afresh (the next mount of a stale volume remounts it).
-            match self.probe(at).await {
+            match self.health(at).await {
                 Probe::Healthy => {
                     return Ok(Mount {
                         volume: v.clone(),
@@ -288,6 +288,19 @@ impl MountDriver for NfsDriver {
                 self.detach(v, at).await
             }
             Err(e) => Err(exec_failed("unmount", v.to_string(), e, spec.timeout)),
+        }
+    }
+
+    async fn probe(&self, at: &Path) -> Result<(), String> {
+        match self.health(at).await {
+            Probe::Healthy => Ok(()),
+            Probe::Stale => {
+                Err("the server says its file handle is stale (the export was recreated)".into())
+            }
+            Probe::Hung => Err(format!(
+                "a stat of it did not return within {PROBE:?} (the server stopped answering)"
+            )),
+            Probe::Failed(why) => Err(why),
         }
     }
 

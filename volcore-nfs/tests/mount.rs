@@ -241,3 +241,19 @@ fn volplugins_nfs_policies_make_valid_mounts() {
     }
     assert_eq!(n, 4);
 }
+
+#[tokio::test]
+async fn probe_tells_check_what_is_wrong() {
+    let e = env("");
+    let at = e.at();
+    let stat = format!("stat --format=%i {}", at.display());
+    e.exec.ok(&stat, "1\n");
+    assert_eq!(MountDriver::probe(&e.driver, &at).await, Ok(()));
+    e.exec.fail(&stat, 1, "stat: Stale file handle\n");
+    let why = MountDriver::probe(&e.driver, &at).await.unwrap_err();
+    assert!(why.contains("stale"), "{why}");
+    e.exec.hang(&stat);
+    let why = MountDriver::probe(&e.driver, &at).await.unwrap_err();
+    assert!(why.contains("did not return within"), "{why}");
+    e.exec.assert_done();
+}

@@ -47,6 +47,9 @@ pub enum FindingKind {
     UnrecordedMount,
     /// A mount record of this host whose mount is gone.
     MissingMount,
+    /// A recorded mount that does not answer (NFS: a stale handle, a server that stopped
+    /// answering); remounting it repairs it.
+    StaleMount,
     /// A record that cannot be decoded; never repaired automatically.
     Corrupt,
 }
@@ -62,6 +65,7 @@ impl FindingKind {
             Self::OrphanKey => "orphan-key",
             Self::UnrecordedMount => "unrecorded-mount",
             Self::MissingMount => "missing-mount",
+            Self::StaleMount => "stale-mount",
             Self::Corrupt => "corrupt",
         }
     }
@@ -113,6 +117,8 @@ pub(crate) enum Fix {
     Unmount { path: std::path::PathBuf },
     /// Host side: drop a record whose mount is gone.
     DropMount,
+    /// Host side: mount a stale mount again.
+    Remount,
     /// Nothing automatic.
     None,
 }

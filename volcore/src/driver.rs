@@ -278,6 +278,13 @@ pub trait MountDriver: Send + Sync {
         let _ = (spec, host);
         Ok(())
     }
+    /// Whether the mount at `at` still answers (NFS: a stale handle or a server that
+    /// stopped answering does not); `Err` says what is wrong. Bounded in time. Backends
+    /// whose mounts cannot go stale answer `Ok`.
+    async fn probe(&self, at: &Path) -> Result<(), String> {
+        let _ = at;
+        Ok(())
+    }
 }
 
 /// A client cut off from a volume's storage when another host claimed it.

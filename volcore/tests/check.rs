@@ -366,6 +366,49 @@ async fn an_unrecorded_mount_is_unmounted_at_start() {
     m.stop();
 }
 
+/// A recorded mount that stopped answering (an NFS server gone, a stale handle) is found
+/// by the host's check, and `--repair` mounts it again.
+#[tokio::test]
+async fn a_stale_mount_is_found_and_remounted() {
+    use volcore::testing::{Fault, Step};
+    let e = env().await;
+    let v = vref("p/v");
+    e.engine.create(&v, &BTreeMap::new()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fake = e.fake.another_host();
+    let m = host_mounts(&e, &fake, dir.path()).await;
+    adopted(&m).await;
+    m.mount(&v, "c1").await.unwrap();
+    assert!(m.check(false).await.is_clean());
+    fake.inject(Step::Probe, Fault::Fail("Stale file handle".into()));
+    let r = m.check(false).await;
+    assert_eq!(r.findings.len(), 1, "{}", r.render());
+    assert_eq!(r.findings[0].kind, FindingKind::StaleMount);
+    assert!(r.render().contains("Stale file handle"), "{}", r.render());
+    let mounts_before = fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("mount "))
+        .count();
+    let r = m.check(true).await;
+    assert_eq!(
+        r.findings[0].outcome,
+        Some(volcore::Outcome::Repaired),
+        "{}",
+        r.render()
+    );
+    let mounts_after = fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("mount "))
+        .count();
+    assert_eq!(mounts_after, mounts_before + 1, "repair mounts it again");
+    fake.heal();
+    assert!(m.check(false).await.is_clean());
+    m.unmount(&v, "c1").await.unwrap();
+    m.stop();
+}
+
 /// On demand: a mount that vanished under a running plugin (unmounted by hand) is found
 /// as a missing mount and its record and lock are dropped.
 #[tokio::test]

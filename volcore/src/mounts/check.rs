@@ -85,7 +85,10 @@ impl HostMounts {
             }
             let guard = self.guard(v);
             let _g = guard.lock().await;
-            if self.mounted(v).is_some() {
+            if let Some(view) = self.mounted(v) {
+                if let Some(f) = self.stale(*b, m, &view, repair).await {
+                    report.findings.push(f);
+                }
                 continue;
             }
             let mut f = Finding::new(
@@ -156,6 +159,50 @@ impl HostMounts {
         }
         self.set(v, None);
         self.teardown_store(v, held).await;
+    }
+
+    /// A recorded mount that does not answer, as a finding; with `repair` it is mounted
+    /// again (the driver detaches a stale mount first). The caller holds the guard.
+    async fn stale(
+        &self,
+        b: BackendKind,
+        m: &Mount,
+        view: &MountView,
+        repair: bool,
+    ) -> Option<Finding> {
+        let v = &m.volume;
+        let md = self.inner.drivers.get(b).and_then(|d| d.mounts())?;
+        let why = match tokio::time::timeout(self.timeout(), md.probe(&m.path)).await {
+            Ok(Ok(())) => return None,
+            Ok(Err(why)) => why,
+            Err(_) => "probing it did not finish".to_owned(),
+        };
+        let mut f = Finding::new(
+            FindingKind::StaleMount,
+            Some(v.clone()),
+            format!(
+                "{v} is mounted at {} but does not answer: {why}",
+                m.path.display()
+            ),
+            "mount it again (--repair, or the next mount of it, detaches and remounts)".to_owned(),
+            Fix::Remount,
+        )
+        .on_host(self.host());
+        if repair {
+            let spec = self.spec(&view.volume);
+            f.outcome = Some(
+                match self.within("mount", v, md.mount(&spec, &m.path)).await {
+                    Ok(_) => {
+                        info!(volume = %v, "stale mount remounted");
+                        Outcome::Repaired
+                    }
+                    Err(e) => Outcome::Failed {
+                        error: e.to_string(),
+                    },
+                },
+            );
+        }
+        Some(f)
     }
 
     /// Unmounts a mount no record names (the caller holds the volume's guard).

@@ -45,6 +45,8 @@ pub enum Step {
     Claim,
     /// `release`.
     Release,
+    /// `probe` (does a mount still answer).
+    Probe,
 }
 
 /// What happens at a faulty step.
@@ -238,6 +240,11 @@ impl MountDriver for FakeDriver {
         .await?;
         self.table(|t| t.remove(&(self.host, spec.volume.clone())));
         Ok(())
+    }
+    async fn probe(&self, at: &Path) -> Result<(), String> {
+        self.enter(Step::Probe, format!("probe {}", at.display()))
+            .await
+            .map_err(|e| e.to_string())
     }
     async fn mounted(&self) -> Result<Vec<Mount>, DriverError> {
         self.enter(Step::Mounted, "mounted".into()).await?;
