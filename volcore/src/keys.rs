@@ -53,6 +53,14 @@ pub struct PrefixError {
     why: &'static str,
 }
 
+/// An id that is not a validated name (a lease id, an instance id) as one key segment:
+/// only letters, digits and '-' are kept, so it can never address another key.
+fn segment(id: &str) -> String {
+    id.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
 /// Builds every key volcore uses.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Keys {
@@ -296,11 +304,7 @@ impl Keys {
     /// `supervisors/<host>-<instance>`: a running supervisor (leader or standby), on its
     /// lease.
     pub fn supervisor(&self, host: &HostName, instance: &str) -> String {
-        let safe: String = instance
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect();
-        format!("{}/supervisors/{host}-{safe}", self.prefix)
+        format!("{}/supervisors/{host}-{}", self.prefix, segment(instance))
     }
 
     /// `supervisors/`.
@@ -327,14 +331,7 @@ impl Keys {
 
     /// `maintenance/<session>`: marks a lease as a `volcli use exec` session.
     pub fn maintenance(&self, session: &crate::kv::LeaseId) -> String {
-        // Lease ids come from the store (digits, or hex and '-'); keep only those
-        // characters so a session id can never address another key.
-        let safe: String = session
-            .as_str()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-            .collect();
-        format!("{}/maintenance/{safe}", self.prefix)
+        format!("{}/maintenance/{}", self.prefix, segment(session.as_str()))
     }
 
     /// `checks/<host>`: a host's last host-side check, on its lease.

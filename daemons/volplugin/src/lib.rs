@@ -201,12 +201,10 @@ impl Plugin {
     /// Docker's unmount is not held up) — if no host uses it any more, which the removal
     /// re-checks in its lock transaction.
     fn after_unmount(&self, r: &Ready, v: &VolumeRef) {
-        let ephemeral = r
-            .mounts
-            .catalog()
-            .get(v)
-            .is_some_and(|i| i.volume.ephemeral);
-        if !ephemeral || r.mounts.mounted(v).is_some() {
+        let Some(vol) = r.mounts.catalog().get(v).map(|i| i.volume) else {
+            return;
+        };
+        if !vol.ephemeral || r.mounts.mounted(v).is_some() {
             return;
         }
         let (engine, v) = (r.engine.clone(), v.clone());
@@ -219,18 +217,6 @@ impl Plugin {
                     warn!(volume = %v, error = %e, "ephemeral volume not removed: cannot read who uses it; volsupervisor or volcli volume remove cleans it up");
                     return;
                 }
-            };
-            let Some(vol) = engine
-                .kv()
-                .get(&engine.keys().volume(&v))
-                .await
-                .ok()
-                .flatten()
-            else {
-                return;
-            };
-            let Ok(vol) = vol.decode::<volcore::Volume>() else {
-                return;
             };
             if usage.unused_since(&vol).is_none() {
                 info!(volume = %v, "ephemeral volume still in use elsewhere; kept");

@@ -668,6 +668,10 @@ mod tests {
                 r#"{"backend":"nfs","driver":{"sec":"sys,exec"}}"#,
                 "may hold only",
             ),
+            (
+                r#"{"backend":"nfs","driver":{"nfsver":"4"}}"#,
+                "not an NFS driver parameter",
+            ),
         ] {
             let e = parse(json).unwrap_err().to_string();
             assert!(

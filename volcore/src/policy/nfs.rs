@@ -277,6 +277,12 @@ impl MountPlan {
 
     /// Checks a policy's NFS driver parameters (at upload): everything but the source.
     pub fn check_params(params: &BTreeMap<String, String>) -> Result<(), String> {
+        if let Some(k) = params.keys().find(|k| !PARAMS.contains(&k.as_str())) {
+            return Err(format!(
+                "{k:?} is not an NFS driver parameter; the NFS driver reads {}",
+                PARAMS.join(", ")
+            ));
+        }
         Self::new("upload-check:/", params).map(|_| ())
     }
 
